@@ -1,0 +1,63 @@
+"""Hydra/OmegaConf glue: resolvers and builders for the config groups. Importing Hydra is optional for users."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+_REGISTERED = False
+
+
+def run_name_from_overrides(override_dirname: str | None, max_len: int = 80) -> str:
+    """A folder name for a run, derived from its command-line overrides.
+
+    The same overrides give the same name (so re-running a command resumes it); no overrides give ``default``.
+
+    Example:
+        >>> run_name_from_overrides("")
+        'default'
+        >>> run_name_from_overrides("model.backbone=tiny_cnn,seed=1")
+        'model.backbone=tiny_cnn,seed=1'
+    """
+    if not override_dirname:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", override_dirname)
+    if len(name) > max_len:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+        name = f"{name[: max_len - 11]}-{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    """Register mlcost_pl's OmegaConf resolvers (idempotent): ``mlcost_run_name``, ``mlcost_precision``."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("mlcost_run_name", run_name_from_overrides, replace=True)
+    _REGISTERED = True
+
+
+def instantiate_group(group: Any, what: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a keyed group (``callbacks``, ``logger``); ``None`` gives ``[]``.
+
+    Raises:
+        ValueError: an entry is not a mapping with ``_target_`` (names the key).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig
+
+    if not group:
+        return []
+    if not isinstance(group, DictConfig):
+        raise ValueError(f"{what} must be a mapping of name -> config, got {type(group).__name__}")
+    out = []
+    for key, node in group.items():
+        if node is None:  # a composed entry switched off with `callbacks.name=null`
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ValueError(f"{what}.{key} has no _target_: {node}")
+        out.append(instantiate(node))
+    return out

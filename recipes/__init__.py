@@ -1,0 +1,1 @@
+"""Entry points: ``python -m recipes.<name>`` with Hydra overrides."""

@@ -1,0 +1,72 @@
+"""Train an image classifier: ``uv run python -m recipes.train [overrides]``.
+
+Reads top to bottom: seed, data, model, callbacks, loggers, trainer, fit, test, summary.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mlcost_pl.config import instantiate_group, register_resolvers
+from mlcost_pl.summary import print_summary
+from recipes._cli import run_cli
+
+register_resolvers()
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit then test the configured model; return ``(metrics, objects)``."""
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_s = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("test"):
+        for row in trainer.test(model, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in row.items()})
+
+    batch = getattr(datamodule, "batch_size", 0)
+    samples = trainer.global_step * batch * trainer.accumulate_grad_batches * trainer.world_size
+    metrics.update({"time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start})
+    metrics["throughput/train_samples_per_s"] = samples / fit_s if fit_s > 0 else 0.0
+
+    if trainer.is_global_zero:
+        log_dirs = sorted({lg.log_dir for lg in trainer.loggers if getattr(lg, "log_dir", None)})
+        ckpt_dirs = sorted({str(cb.dirpath) for cb in trainer.callbacks if getattr(cb, "dirpath", None)})
+        rows: list[tuple[str, object]] = [
+            ("model", f"{cfg.model.backbone} ({sum(p.numel() for p in model.parameters()):,} parameters)"),
+            ("data", f"{type(datamodule).__name__}, {datamodule.num_classes} classes"),
+            ("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}"),
+            ("test accuracy", metrics.get("test/acc", float("nan"))),
+            ("wall time (s)", metrics["time/wall_s"]),
+            ("train samples/s", metrics["throughput/train_samples_per_s"]),
+            ("checkpoints", ", ".join(ckpt_dirs) or "none"),
+            ("logs", ", ".join(log_dirs) or "none"),
+        ]
+        print_summary("mlcost_pl train", rows)
+    return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "cfg": cfg}
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns test accuracy (for sweepers)."""
+    metrics, _ = run_cli(train, cfg)
+    return metrics.get("test/acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Test helpers: config composition, skips with reasons, tiny models."""
