@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import random
@@ -232,6 +233,13 @@ class BatchSizeSearch(Callback):
 
         Does not change the batch size; ``on_fit_start`` applies the result after the ranks agree.
         """
+        rng = _get_rng()  # drawing the sample batch consumes RNG (shuffling): restore it too
+        try:
+            return self._search(trainer, pl_module)
+        finally:
+            _set_rng(rng)
+
+    def _search(self, trainer: Trainer, pl_module: LightningModule) -> tuple[SearchResult, bool]:
         loader = trainer.fit_loop._data_source.dataloader()
         sample = trainer.strategy.batch_to_device(next(iter(loader)))
         cap = self.max_batch_size
@@ -384,24 +392,38 @@ def _to_cpu(obj: Any) -> Any:
 
 def _take_snapshot(pl_module: LightningModule, trainer: Trainer) -> dict[str, Any]:
     """CPU copies of everything a probe changes (kept off the device so they do not skew the memory measured)."""
-    import copy
-
     snap: dict[str, Any] = {
         "tensors": {n: t.detach().to("cpu", copy=True) for n, t in _named_tensors(pl_module)},
         "grads": {n: (None if p.grad is None else p.grad.detach().to("cpu", copy=True)) for n, p in pl_module.named_parameters()},
         "optimizers": [copy.deepcopy(_to_cpu(o.state_dict())) for o in trainer.optimizers],
         "modes": {name: m.training for name, m in pl_module.named_modules()},
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        "rng": _get_rng(),
     }
+    return snap
+
+
+def _get_rng() -> dict[str, Any]:
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        snap["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        rng["cuda"] = torch.cuda.get_rng_state_all()
     try:
         import numpy as np
 
-        snap["rng"]["numpy"] = np.random.get_state()
+        rng["numpy"] = np.random.get_state()
     except ImportError:
         pass
-    return snap
+    return rng
+
+
+def _set_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if "cuda" in rng:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "numpy" in rng:
+        import numpy as np
+
+        np.random.set_state(rng["numpy"])
 
 
 def _named_tensors(pl_module: LightningModule) -> Iterator[tuple[str, torch.Tensor]]:
@@ -417,18 +439,11 @@ def _restore_snapshot(pl_module: LightningModule, trainer: Trainer, snap: dict[s
         saved = snap["grads"][name]
         p.grad = None if saved is None else saved.to(p.device, copy=True)
     for opt, state in zip(trainer.optimizers, snap["optimizers"]):
-        opt.load_state_dict(state)
+        opt.load_state_dict(copy.deepcopy(state))  # load_state_dict may alias same-device tensors: keep ours intact
     modes = snap["modes"]
     for name, m in pl_module.named_modules():
         m.training = modes.get(name, m.training)
-    torch.set_rng_state(snap["rng"]["torch"])
-    random.setstate(snap["rng"]["python"])
-    if "cuda" in snap["rng"]:
-        torch.cuda.set_rng_state_all(snap["rng"]["cuda"])
-    if "numpy" in snap["rng"]:
-        import numpy as np
-
-        np.random.set_state(snap["rng"]["numpy"])
+    _set_rng(snap["rng"])
     _reset_metrics(pl_module)
 
 
