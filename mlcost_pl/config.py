@@ -36,7 +36,10 @@ def register_resolvers() -> None:
         return
     from omegaconf import OmegaConf
 
+    from mlcost_pl.precision import precision_resolver
+
     OmegaConf.register_new_resolver("mlcost_run_name", run_name_from_overrides, replace=True)
+    OmegaConf.register_new_resolver("mlcost_precision", precision_resolver, replace=True)
     _REGISTERED = True
 
 

@@ -11,9 +11,11 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import instantiate_group, register_resolvers
+from mlcost_pl.precision import resolve_precision
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
 
@@ -28,7 +30,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    precision, reason = resolve_precision(cfg.trainer.get("precision", "32-true"), accelerator=cfg.trainer.get("accelerator", "auto"))
+    if reason != "set explicitly":
+        rank_zero_info(f"trainer.precision=auto -> {precision}: {reason}")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision)
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

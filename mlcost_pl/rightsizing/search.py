@@ -1,0 +1,226 @@
+"""Pure batch-size search strategies: exponential growth then binary search, and a throughput pick with tolerance.
+
+A *trial* is a callable ``fits(batch_size) -> bool`` (or ``measure(batch_size) -> samples/s | None``) supplied by the
+caller; nothing here knows about Lightning, CUDA or memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SearchResult:
+    """Outcome of a search.
+
+    Attributes:
+        batch_size: the chosen batch size (after the safety margin for ``max_fit``).
+        largest_fit: the largest batch size that was seen to fit (``max_fit``) or the largest measured (``throughput``).
+        trials: ``(batch_size, fits)`` in the order they were tried.
+        samples_per_s: measured throughput per batch size (``throughput`` mode only).
+    """
+
+    batch_size: int
+    largest_fit: int
+    trials: list[tuple[int, bool]] = field(default_factory=list)
+    samples_per_s: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.trials)
+
+
+def _check(init: int, max_batch_size: int | None, max_trials: int) -> None:
+    if init < 1:
+        raise ValueError(f"init_batch_size must be >= 1, got {init}")
+    if max_batch_size is not None and max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+    if max_trials < 2:
+        raise ValueError(f"max_trials must be >= 2, got {max_trials}")
+
+
+def max_fit_search(
+    fits: Callable[[int], bool],
+    init: int = 32,
+    max_batch_size: int | None = None,
+    tolerance: float = 0.02,
+    safety_margin: float = 0.02,
+    max_trials: int = 16,
+    growth: float = 2.0,
+) -> SearchResult:
+    """The largest batch size for which ``fits`` is true: grow by ``growth`` until a failure, then bisect.
+
+    Bisection stops when the gap between the largest fit and the smallest failure is at most ``tolerance`` of the
+    failure (so the answer is within ``tolerance`` below the true limit), or when ``max_trials`` is spent. If ``init``
+    itself fails the search halves downwards. The answer is then reduced by ``safety_margin`` (a fraction).
+
+    Args:
+        fits: trial; true when one training step at that batch size fits in memory.
+        init: first batch size tried.
+        max_batch_size: never try above this (e.g. the dataset size); ``None`` for no bound.
+        tolerance: relative width at which the bisection stops, in ``[0, 1)``.
+        safety_margin: fraction taken off the largest fit, in ``[0, 1)``.
+        max_trials: budget of calls to ``fits``.
+        growth: factor of the exponential phase, > 1.
+
+    Returns:
+        The result; ``batch_size`` is 0 when not even a batch of 1 fits.
+
+    Raises:
+        ValueError: an argument out of range (named).
+
+    Example:
+        >>> r = max_fit_search(lambda b: b <= 300, init=32, safety_margin=0.0)
+        >>> 285 <= r.batch_size <= 300, r.num_trials <= 12
+        (True, True)
+    """
+    _check(init, max_batch_size, max_trials)
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+    if not 0 <= safety_margin < 1:
+        raise ValueError(f"safety_margin must be in [0, 1), got {safety_margin}")
+    if growth <= 1:
+        raise ValueError(f"growth must be > 1, got {growth}")
+    cap = max_batch_size if max_batch_size is not None else math.inf
+    trials: list[tuple[int, bool]] = []
+
+    def trial(b: int) -> bool:
+        ok = bool(fits(b))
+        trials.append((b, ok))
+        return ok
+
+    lo, hi = 0, None  # largest known fit, smallest known failure
+    b = int(min(init, cap))
+    # Exponential phase (upwards from init, or downwards if init fails).
+    while len(trials) < max_trials:
+        if trial(b):
+            lo = b
+            if b >= cap:
+                break
+            b = int(min(max(b + 1, math.floor(b * growth)), cap))
+        else:
+            hi = b
+            if lo or b == 1:
+                break
+            b = max(1, b // 2)
+    # Bisection between lo (fits) and hi (fails).
+    while hi is not None and len(trials) < max_trials and hi - lo > max(1.0, tolerance * hi):
+        mid = (lo + hi) // 2
+        if trial(mid):
+            lo = mid
+        else:
+            hi = mid
+    chosen = max(1, math.floor(lo * (1 - safety_margin))) if lo else 0
+    return SearchResult(batch_size=chosen, largest_fit=lo, trials=trials)
+
+
+def pick_throughput(samples_per_s: dict[int, float], tolerance: float = 0.05) -> int:
+    """The smallest batch size whose throughput is within ``tolerance`` of the best measured.
+
+    Raises:
+        ValueError: no measurements, or ``tolerance`` outside ``[0, 1)``.
+
+    Example:
+        >>> pick_throughput({32: 900.0, 64: 990.0, 128: 1000.0}, tolerance=0.05)
+        64
+    """
+    if not samples_per_s:
+        raise ValueError("samples_per_s is empty: no batch size could be measured")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
+    best = max(samples_per_s.values())
+    return min(b for b, v in samples_per_s.items() if v >= (1 - tolerance) * best)
+
+
+def throughput_search(
+    measure: Callable[[int], float | None],
+    init: int = 32,
+    max_batch_size: int | None = None,
+    tolerance: float = 0.05,
+    max_trials: int = 16,
+    patience: int = 2,
+) -> SearchResult:
+    """Measure samples/s at ``init * 2**k`` until a batch does not fit, the bound, or ``patience`` drops; pick one.
+
+    Args:
+        measure: trial; samples/s at that batch size, or ``None`` when it does not fit.
+        init: first batch size measured.
+        max_batch_size: the largest batch size measured (always included when reached).
+        tolerance: pick the smallest batch within this fraction of the best throughput.
+        max_trials: budget of calls to ``measure``.
+        patience: stop after this many consecutive candidates slower than the best so far.
+
+    Raises:
+        ValueError: an argument out of range (named).
+
+    Example:
+        >>> speed = {8: 100.0, 16: 190.0, 32: 200.0, 64: 195.0, 128: 150.0}
+        >>> throughput_search(lambda b: speed.get(b), init=8, max_batch_size=128).batch_size
+        16
+    """
+    _check(init, max_batch_size, max_trials)
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
+    cap = max_batch_size if max_batch_size is not None else math.inf
+    trials: list[tuple[int, bool]] = []
+    speeds: dict[int, float] = {}
+    b, slower = int(min(init, cap)), 0
+    while len(trials) < max_trials:
+        sps = measure(b)
+        trials.append((b, sps is not None))
+        if sps is None:
+            if speeds or b == 1:
+                break
+            b = max(1, b // 2)  # init does not fit: go down
+            continue
+        slower = slower + 1 if speeds and sps < max(speeds.values()) else 0
+        speeds[b] = float(sps)
+        if b >= cap or slower >= patience or (trials[0][1] is False):
+            break
+        b = int(min(b * 2, cap))
+    if not speeds:
+        return SearchResult(batch_size=0, largest_fit=0, trials=trials)
+    return SearchResult(
+        batch_size=pick_throughput(speeds, tolerance), largest_fit=max(speeds), trials=trials, samples_per_s=speeds
+    )
+
+
+def fit_global_batch(per_device: int, global_batch: int, world_size: int = 1) -> tuple[int, int]:
+    """A ``(batch_size, accumulate_grad_batches)`` no larger than ``per_device`` that keeps ``global_batch`` exact.
+
+    The batch size is the largest divisor of ``global_batch / world_size`` not above ``per_device``.
+
+    Raises:
+        ValueError: ``global_batch`` is not a positive multiple of ``world_size``, or ``per_device < 1``.
+
+    Example:
+        >>> fit_global_batch(300, 1024)
+        (256, 4)
+        >>> fit_global_batch(300, 64)
+        (64, 1)
+    """
+    if per_device < 1:
+        raise ValueError(f"per_device batch size must be >= 1, got {per_device}")
+    if global_batch < 1 or world_size < 1 or global_batch % world_size:
+        raise ValueError(f"global_batch_size={global_batch} must be a positive multiple of world_size={world_size}")
+    per_rank = global_batch // world_size
+    b = next(d for d in range(min(per_device, per_rank), 0, -1) if per_rank % d == 0)
+    return b, per_rank // b
+
+
+def min_over_ranks(value: int, group: object | None = None) -> int:
+    """The minimum of ``value`` over all ranks (identity when torch.distributed is not initialized).
+
+    Every rank must call it (it is a collective). Uses the default process group unless ``group`` is given.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return int(value)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
+    t = torch.tensor([int(value)], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
+    return int(t.item())
