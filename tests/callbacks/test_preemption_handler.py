@@ -1,0 +1,192 @@
+"""PreemptionHandler: emergency save on a real signal, exact mid-epoch resume, DDP agreement, resume equivalence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from mlcost_pl.callbacks import PreemptionHandler
+from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE
+from tests.helpers.preempt_train import AtomicSaver, TinyMLP, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Recorder(Callback):
+    """Records the first sample of every batch seen; sends ``signum`` to this process after step ``at_step``."""
+
+    def __init__(self, at_step: int | None = None, signum: int = signal.SIGUSR1) -> None:
+        self.seen, self.at_step, self.signum = [], at_step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(batch[1].tolist())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            os.kill(os.getpid(), self.signum)
+
+
+class EveryOther(Sampler):
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return iter(list(range(0, self.n, 2)) + list(range(1, self.n, 2)))
+
+    def __len__(self):
+        return self.n
+
+
+def _fit(tmp_path, loader_fn, recorder, ckpt=None, exit_on_notice=False, epochs=2):
+    L.seed_everything(0, verbose=False)
+    handler = PreemptionHandler(signals=["SIGUSR1"], exit_on_notice=exit_on_notice)
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[recorder, AtomicSaver(str(tmp_path), every_n_steps=1000), handler],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu")
+    model = TinyMLP()
+    trainer.fit(model, train_dataloaders=loader_fn(), ckpt_path=ckpt)
+    return trainer, handler, model
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return TensorDataset(torch.randn(40, 8, 8, generator=g), torch.arange(40) % 10)
+
+
+def test_needs_a_spot_checkpoint(tmp_path):
+    trainer = L.Trainer(max_steps=1, callbacks=[PreemptionHandler()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, accelerator="cpu")
+    with pytest.raises(ValueError, match="PreemptionHandler needs a SpotCheckpoint"):
+        trainer.fit(TinyMLP(), train_dataloaders=DataLoader(_data(), batch_size=8))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="watchers: unknown cloud"):
+        PreemptionHandler(watchers=["ibm"])
+    with pytest.raises(ValueError, match="check_every_n_steps"):
+        PreemptionHandler(check_every_n_steps=0)
+    with pytest.raises(ValueError, match="unknown signal"):
+        PreemptionHandler(signals=["SIGNOPE"])
+
+
+def test_signal_saves_at_the_step_and_resume_sees_exactly_the_remaining_batches(tmp_path):
+    loader = lambda: DataLoader(_data(), batch_size=4, shuffle=True)  # noqa: E731 - 10 batches/epoch
+    _, _, ref_model = _fit(tmp_path / "ref", loader, ref := Recorder())
+    trainer, handler, _ = _fit(tmp_path / "a", loader, first := Recorder(at_step=13))  # mid-epoch 2
+    assert trainer.global_step == 13 and handler.preemptions == 1 and handler.last_save_seconds > 0
+    assert handler.last_checkpoint.endswith("step-000013.ckpt")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer, handler, model = _fit(tmp_path / "a", loader, rest := Recorder(), ckpt=handler.last_checkpoint)
+    assert not [r for r in record if "not resumable" in str(r.message)]  # Lightning's warning is moot here
+    assert first.seen + rest.seen == ref.seen and len(ref.seen) == 20
+    assert handler.preemptions == 1  # kept across the resume
+    for k, v in ref_model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_unsupported_loader_restarts_the_epoch_and_warns_once(tmp_path):
+    loader = lambda: DataLoader(_data(), batch_size=4, sampler=EveryOther(40))  # noqa: E731
+    trainer, handler, _ = _fit(tmp_path, loader, first := Recorder(at_step=3), epochs=1)
+    assert trainer.global_step == 3
+    with pytest.warns(UserWarning, match="exact mid-epoch resume is not possible.*EveryOther is not one of") as record:
+        trainer, _, _ = _fit(tmp_path, loader, rest := Recorder(), ckpt=handler.last_checkpoint, epochs=1)
+    assert sum("exact mid-epoch resume" in str(r.message) for r in record) == 1
+    assert rest.seen[:3] == first.seen and len(rest.seen) == 10  # the whole epoch again, from its first batch
+
+
+def _spawn(d: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.helpers.preempt_train", "--dir", str(d), "--step-sleep", "0.05", *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _progress(path: Path) -> tuple[int, int]:
+    try:
+        step, pid = path.read_text().split()
+        return int(step), int(pid)
+    except (FileNotFoundError, ValueError):
+        return -1, -1
+
+
+def _interrupt(d: Path, at_step: int, sig: int, expect_rc: int, timeout: float = 240) -> str:
+    proc = _spawn(d)
+    try:
+        end = time.monotonic() + timeout
+        while _progress(d / "progress")[0] < at_step and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == expect_rc, out[-3000:]
+    return out
+
+
+def _resume_equivalence(tmp_path: Path, plan: list[tuple[int, int]]) -> None:
+    reference = run(str(tmp_path / "ref"))  # uninterrupted, same seed, in-process
+    d = tmp_path / "run"
+    for at_step, sig in plan:
+        rc = PREEMPTED_EXIT_CODE if sig == signal.SIGTERM else -sig
+        out = _interrupt(d, at_step, sig, rc)
+        if sig == signal.SIGTERM:
+            assert "emergency checkpoint at step" in out
+    final = subprocess.run([sys.executable, "-m", "tests.helpers.preempt_train", "--dir", str(d)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
+    params = torch.load(d / "final.pt")
+    assert params.keys() == reference.keys()
+    for k in reference:
+        assert torch.equal(params[k], reference[k]), k
+
+
+def test_resume_equivalence_sigterm_then_sigkill(tmp_path):
+    """Headline: SIGTERM mid-epoch (emergency save), SIGKILL between checkpoints, resume: bitwise-equal parameters."""
+    _resume_equivalence(tmp_path, [(7, signal.SIGTERM), (18, signal.SIGKILL)])
+
+
+@pytest.mark.slow
+def test_resume_equivalence_many_random_kills(tmp_path):
+    import random
+
+    rng = random.Random(1234)
+    steps = sorted(rng.sample(range(2, 34), 5))
+    plan = [(s, rng.choice([signal.SIGTERM, signal.SIGKILL])) for s in steps]
+    _resume_equivalence(tmp_path, plan)
+
+
+@pytest.mark.slow
+def test_ddp_notice_on_one_rank_saves_all_ranks_at_the_same_step(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.preempt_train", "--dir", str(tmp_path), "--devices", "2",
+                             "--step-sleep", "0.05", "--max-epochs", "20"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 300
+        while _progress(tmp_path / "progress-rank1")[0] < 3 and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.02)
+        step, pid = _progress(tmp_path / "progress-rank1")
+        assert step >= 3, "rank 1 never trained"
+        os.kill(pid, signal.SIGUSR1)  # the notice reaches rank 1 only
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == PREEMPTED_EXIT_CODE, out[-3000:]
+    s0 = (tmp_path / "preempted-rank0").read_text()
+    assert s0 == (tmp_path / "preempted-rank1").read_text()
+    assert int(s0) % 2 == 0  # check_every_n_steps=2
+    ckpt = torch.load(tmp_path / f"step-{int(s0):06d}.ckpt", weights_only=False)
+    assert ckpt["global_step"] == int(s0)
