@@ -6,6 +6,7 @@ Pure Python (PyYAML + fsspec): no Lightning, no torch.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -73,6 +74,13 @@ def _entry(name: str, fields: Any, base: InstancePrice | None, where: str) -> In
     return replace(base, **values)
 
 
+@functools.lru_cache(maxsize=1)
+def _bundled() -> tuple[dict[str, InstancePrice], str, str | None]:
+    data = yaml.safe_load(resources.files("mlcost_pl.cost").joinpath("prices.yaml").read_text())
+    instances = {name: _entry(name, fields, None, "prices.yaml") for name, fields in data["instances"].items()}
+    return instances, str(data.get("as_of")), data.get("source")
+
+
 class PriceCatalog:
     """Instance prices by name: the bundled ``prices.yaml``, then user overrides on top.
 
@@ -97,10 +105,8 @@ class PriceCatalog:
     @classmethod
     def bundled(cls) -> PriceCatalog:
         """The catalog shipped with mlcost_pl (``mlcost_pl/cost/prices.yaml``)."""
-        text = resources.files("mlcost_pl.cost").joinpath("prices.yaml").read_text()
-        data = yaml.safe_load(text)
-        instances = {name: _entry(name, fields, None, "prices.yaml") for name, fields in data["instances"].items()}
-        return cls(instances, as_of=str(data.get("as_of")), source=data.get("source"))
+        instances, as_of, source = _bundled()
+        return cls(instances, as_of=as_of, source=source)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, file: str | None = None) -> PriceCatalog:
