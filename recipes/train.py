@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlcost_pl.callbacks.cost_monitor import cost_summary_rows, record_final_metrics
 from mlcost_pl.config import instantiate_group, register_resolvers
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
@@ -58,6 +59,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             ("logs", ", ".join(log_dirs) or "none"),
         ]
         print_summary("mlcost_pl train", rows)
+        # --- cost table (CostMonitor, issue 8) ---
+        record_final_metrics(trainer, metrics)  # test metrics join the run's ledger row
+        cost_rows = cost_summary_rows(trainer)
+        if cost_rows:
+            print_summary("mlcost_pl cost", cost_rows)
+        # --- end cost table ---
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "cfg": cfg}
 
 

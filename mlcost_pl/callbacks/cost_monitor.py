@@ -277,6 +277,13 @@ class CostMonitor(Callback):
             self._check_budget(trainer)
 
     @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Short epochs may never reach a logging step: log the epoch's closing figures too.
+        self.meter.tick()
+        if self.meter.window_steps:
+            self._log(trainer, pl_module, on_step=False)
+
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.meter.stop()
 
@@ -354,11 +361,11 @@ class CostMonitor(Callback):
                 self._gpu_util_ok = False
         return out
 
-    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, on_step: bool = True) -> None:
         metrics = self._window_figures(trainer)
         metrics.update(self._gpu_figures(pl_module))
         self.last_metrics = metrics
-        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+        pl_module.log_dict(metrics, on_step=on_step, on_epoch=not on_step, batch_size=1)
         if trainer.is_global_zero and self.alert_k is not None and self._baseline is not None:
             if trainer.global_step - self._start_step >= self.min_steps:
                 current = {"usd_per_step": metrics.get("cost/usd_per_step"), "usd_projected": metrics.get("cost/usd_projected")}
@@ -500,3 +507,16 @@ def cost_summary_rows(trainer: pl.Trainer) -> list[tuple[str, object]]:
     if monitor.ledger_url:
         rows.append(("ledger", monitor.ledger_url))
     return rows
+
+
+def record_final_metrics(trainer: pl.Trainer, metrics: Mapping[str, float]) -> None:
+    """Add metrics known only after fit (e.g. ``test/acc``) to the run's ledger row (rank zero; never raises)."""
+    monitor = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
+    if monitor is None or monitor.ledger_url is None or not trainer.is_global_zero:
+        return
+    try:
+        row = monitor._row(trainer)
+        row["metrics"].update({k: float(v) for k, v in metrics.items() if not k.startswith(("cost/", "gpu/"))})
+        open_ledger(monitor.ledger_url).upsert(row)
+    except Exception as err:  # noqa: BLE001 - a report must not fail the run
+        rank_zero_warn(f"CostMonitor: could not update the ledger {monitor.ledger_url}: {err}")

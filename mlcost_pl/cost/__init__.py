@@ -4,7 +4,7 @@ Pure Python: importing ``mlcost_pl.cost`` imports neither Lightning nor torch. `
 is the Lightning adapter.
 """
 
-from mlcost_pl.cost.anomaly import Anomaly, Baseline, baseline, check
+from mlcost_pl.cost.anomaly import Anomaly, Baseline, baseline, check, compare_with_similar
 from mlcost_pl.cost.catalog import InstancePrice, PriceCatalog, UnknownInstanceError, resolve_instance
 from mlcost_pl.cost.ledger import Ledger, new_run_id, open_ledger
 from mlcost_pl.cost.meter import CostMeter, CostWindow, instances_needed
@@ -21,6 +21,7 @@ __all__ = [
     "UnknownInstanceError",
     "baseline",
     "check",
+    "compare_with_similar",
     "instances_needed",
     "new_run_id",
     "open_ledger",

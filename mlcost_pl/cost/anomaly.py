@@ -90,3 +90,27 @@ def check(base: Baseline, current: Mapping[str, float | None], k: float, min_run
         if value > k * average:
             out.append(Anomaly(metric=live, value=float(value), average=average, ratio=value / average, k=k, runs=base.runs))
     return out
+
+
+def compare_with_similar(latest: Mapping[str, Any], rows: Iterable[Mapping[str, Any]], k: float | None = None) -> list[dict[str, Any]]:
+    """The latest run's dollars, dollars per step and duration against the average of similar finished runs.
+
+    ``rows`` are the ledger's rows; similar = same ``config_hash``, another ``run_id``, status ``finished``. Each
+    returned item: ``figure``, ``latest``, ``average``, ``ratio`` (``None`` without history) and ``over_k``.
+
+    Example:
+        >>> past = [{"run_id": "a", "config_hash": "h", "status": "finished", "usd_total": 2.0, "usd_per_step": 0.1, "duration_s": 10.0}]
+        >>> latest = {"run_id": "b", "config_hash": "h", "usd_total": 3.0, "usd_per_step": 0.1, "duration_s": 10.0}
+        >>> compare_with_similar(latest, past)[0]["ratio"]
+        1.5
+    """
+    similar = [r for r in rows if r.get("config_hash") == latest.get("config_hash") and r.get("run_id") != latest.get("run_id")
+               and r.get("status") == "finished"]
+    out = []
+    for figure in ("usd_total", "usd_per_step", "duration_s"):
+        average = _mean([r.get(figure) for r in similar])
+        value = latest.get(figure)
+        ratio = value / average if value is not None and average else None
+        out.append({"figure": figure, "latest": value, "average": average, "runs": len(similar), "ratio": ratio,
+                    "over_k": bool(k is not None and ratio is not None and ratio > k)})
+    return out

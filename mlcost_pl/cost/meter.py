@@ -46,6 +46,11 @@ class CostWindow:
     samples: int
 
     @property
+    def window_steps(self) -> int:
+        """Steps counted since the last :meth:`window`."""
+        return self.steps_total - self._mark[2]
+
+    @property
     def usd_per_step(self) -> float | None:
         return self.usd / self.steps if self.steps > 0 else None
 
@@ -133,6 +138,11 @@ class CostMeter:
         s, u, st, sa = self._mark
         self._mark = (self.seconds_total, self.usd_total, self.steps_total, self.samples_total)
         return CostWindow(self.seconds_total - s, self.usd_total - u, self.steps_total - st, self.samples_total - sa)
+
+    @property
+    def window_steps(self) -> int:
+        """Steps counted since the last :meth:`window`."""
+        return self.steps_total - self._mark[2]
 
     @property
     def usd_per_step(self) -> float | None:

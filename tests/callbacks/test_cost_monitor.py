@@ -89,10 +89,10 @@ def test_arithmetic_on_a_trainer_with_a_fake_clock(tmp_path):
     trainer = _trainer(tmp_path, [monitor], logger=False)
     trainer.fit(TinyModule())
     assert monitor.meter.steps_total == 8
-    # one read at start, one per batch, one at train end; fit end adds nothing after stop
-    assert monitor.meter.usd_total == pytest.approx(9.0)
-    assert monitor.meter.seconds_total == pytest.approx(9.0)
-    assert monitor.figures(trainer)["cost/usd_projected"] == pytest.approx(9.0)  # no steps left
+    # reads: fit start, 8 batches, epoch end, train end -> 10 one-second intervals; nothing accrues after the stop
+    assert monitor.meter.usd_total == pytest.approx(10.0)
+    assert monitor.meter.seconds_total == pytest.approx(10.0)
+    assert monitor.figures(trainer)["cost/usd_projected"] == pytest.approx(10.0)  # no steps left
 
 
 def test_resume_keeps_cumulative_totals(tmp_path):
