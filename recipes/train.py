@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from mlcost_pl.callbacks.cost_monitor import cost_summary_rows, record_final_metrics
 from mlcost_pl.config import instantiate_group, register_resolvers
 from mlcost_pl.precision import resolve_precision
 from mlcost_pl.summary import print_summary
@@ -63,6 +64,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             ("logs", ", ".join(log_dirs) or "none"),
         ]
         print_summary("mlcost_pl train", rows)
+        # --- cost table (CostMonitor, issue 8) ---
+        record_final_metrics(trainer, metrics)  # test metrics join the run's ledger row
+        cost_rows = cost_summary_rows(trainer)
+        if cost_rows:
+            print_summary("mlcost_pl cost", cost_rows)
+        # --- end cost table ---
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "cfg": cfg}
 
 

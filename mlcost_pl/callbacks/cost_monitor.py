@@ -1,0 +1,522 @@
+"""CostMonitor: dollars as a training metric, with a budget, a run ledger and anomaly alerts."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
+
+from mlcost_pl.cost.anomaly import Anomaly, Baseline, baseline, check
+from mlcost_pl.cost.catalog import resolve_instance
+from mlcost_pl.cost.ledger import Ledger, new_run_id, open_ledger
+from mlcost_pl.cost.meter import CostMeter, instances_needed
+from mlcost_pl.cost.webhook import post_json, validate_url
+
+MARKETS = ("on_demand", "spot")
+BUDGET_ON = ("spent", "projected")
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor-like leaf (0 when there is none)."""
+    if hasattr(batch, "shape") and len(getattr(batch, "shape", ())) > 0:
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            n = _batch_size(item)
+            if n:
+                return n
+    return 0
+
+
+def find_spot_checkpoint(trainer: pl.Trainer) -> Any | None:
+    """The trainer's SpotCheckpoint (duck-typed: a callback with ``save_now``), else ``None``."""
+    return next((c for c in trainer.callbacks if hasattr(c, "save_now") and callable(c.save_now)), None)
+
+
+class CostMonitor(Callback):
+    """Log what training costs in dollars, stop at a budget, record each run in a ledger, alert on anomalies.
+
+    Cost is wall time x the hourly price of the instances the run occupies: the price comes from the bundled catalog
+    (``mlcost_pl/cost/prices.yaml``, dated, overridable) and is multiplied by the instance count derived from the
+    trainer (``num_nodes`` x ``ceil(devices per node / GPUs per instance)`` on GPUs; one machine per node on CPU).
+    Billed time is the wall time of ``trainer.fit`` (setup, validation and checkpointing included), summed across
+    resumes: the cumulative totals live in the checkpoint (``state_dict``).
+
+    Args:
+        instance: a catalog instance type (``p4d.24xlarge``, ``g2-standard-4``, ...) or ``custom`` (this machine).
+        usd_per_hour: on-demand USD per instance-hour; required for ``custom``, overrides the catalog otherwise.
+        spot_usd_per_hour: spot USD per instance-hour; overrides the catalog's typical spot price.
+        market: what the run pays: ``on_demand`` or ``spot``.
+        prices: catalog overrides/additions, ``{name: {on_demand, spot, gpus, gpu, cloud, region}}``.
+        prices_file: a YAML/JSON file (path or fsspec URL) of catalog overrides in the same shape.
+        max_usd: budget; when reached, save a checkpoint and stop (see ``budget_on``). ``None``: no budget.
+        budget_on: ``spent`` stops when the dollars spent reach ``max_usd``; ``projected`` also stops as soon as the
+            projected total for the whole fit reaches it (after ``min_steps`` steps of evidence).
+        ledger: where runs are recorded (a local path -> SQLite, ``*.jsonl`` or a remote fsspec URL -> JSON lines).
+            ``None``: no ledger (and no anomaly alerts).
+        run_name: the name written to the ledger; default: the last folder of ``trainer.default_root_dir``.
+        config_hash: what makes runs "similar"; default: a hash of the model/data hyper-parameters, instance,
+            market, instance count, precision and planned steps.
+        alert_k: alert when ``usd_per_step`` or ``usd_projected`` exceeds ``alert_k`` x the average of similar
+            finished runs in the ledger. ``None``: no alerts.
+        alert_min_runs: similar runs needed before alerting.
+        min_steps: steps of this fit before projections drive alerts or a ``projected`` budget stop.
+        webhook_url: an http(s) URL to POST alerts to (JSON with a Slack-style ``text``); ``None``: log only.
+        webhook_timeout: seconds before the POST gives up (it never raises).
+        clock: monotonic seconds; inject a fake in tests.
+
+    Raises:
+        ValueError: an unknown instance (the nearest catalog names are listed), ``custom`` without a price, a bad
+            ``market``/``budget_on``/``max_usd``/``alert_k``/``webhook_url`` (named).
+
+    Logged (every ``trainer.log_every_n_steps`` steps; keys are absent, not zero, where unknown):
+
+    =================================  =================================================================
+    ``cost/usd_total``                 dollars spent so far, all resumes included
+    ``cost/usd_per_step``              dollars per optimizer step over the last logging window
+    ``cost/usd_projected``             spent + remaining planned steps x this fit's dollars per step
+    ``cost/usd_on_demand_equivalent``  what the same wall time costs on demand
+    ``cost/usd_spot_equivalent``       what it costs on spot (absent when no spot price is known)
+    ``cost/samples_per_s``             training samples per second, all ranks, last window
+    ``cost/checkpoint_s``              seconds the loop was blocked by checkpointing (from SpotCheckpoint)
+    ``cost/usd_checkpoint``            their dollar cost
+    ``cost/lost_steps``                steps re-done after preemptions (from SpotCheckpoint)
+    ``cost/usd_lost_preemption``       their dollar cost
+    ``gpu/util_pct``                   GPU utilization (needs nvidia-ml-py), CUDA only
+    ``gpu/mem_allocated_gb``           ``torch.cuda.memory_allocated``, CUDA only
+    ``gpu/mem_reserved_max_gb``        ``torch.cuda.max_memory_reserved``, CUDA only
+    =================================  =================================================================
+
+    Example:
+        >>> import lightning as L
+        >>> from mlcost_pl.callbacks import CostMonitor
+        >>> monitor = CostMonitor("g5.xlarge", market="spot", max_usd=25.0, ledger="outputs/cost_ledger.sqlite")
+        >>> trainer = L.Trainer(callbacks=[monitor], max_epochs=1)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        instance: str = "custom",
+        usd_per_hour: float | None = None,
+        spot_usd_per_hour: float | None = None,
+        market: str = "on_demand",
+        prices: Mapping[str, Any] | None = None,
+        prices_file: str | None = None,
+        max_usd: float | None = None,
+        budget_on: str = "spent",
+        ledger: str | None = None,
+        run_name: str | None = None,
+        config_hash: str | None = None,
+        alert_k: float | None = 2.0,
+        alert_min_runs: int = 1,
+        min_steps: int = 10,
+        webhook_url: str | None = None,
+        webhook_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if market not in MARKETS:
+            raise ValueError(f"market must be one of {MARKETS}, got {market!r}")
+        if budget_on not in BUDGET_ON:
+            raise ValueError(f"budget_on must be one of {BUDGET_ON}, got {budget_on!r}")
+        if max_usd is not None and (not isinstance(max_usd, (int, float)) or not max_usd > 0):
+            raise ValueError(f"max_usd must be a number > 0 or None, got {max_usd!r}")
+        if alert_k is not None and (not isinstance(alert_k, (int, float)) or not alert_k > 0):
+            raise ValueError(f"alert_k must be a number > 0 or None, got {alert_k!r}")
+        if not isinstance(alert_min_runs, int) or alert_min_runs < 1:
+            raise ValueError(f"alert_min_runs must be an integer >= 1, got {alert_min_runs!r}")
+        if not isinstance(min_steps, int) or min_steps < 1:
+            raise ValueError(f"min_steps must be an integer >= 1, got {min_steps!r}")
+        if not webhook_timeout > 0:
+            raise ValueError(f"webhook_timeout must be > 0, got {webhook_timeout!r}")
+        if ledger is not None and not str(ledger):
+            raise ValueError("ledger must be a path or fsspec URL, or None")
+        self.price = resolve_instance(instance, usd_per_hour, spot_usd_per_hour, dict(prices) if prices else None, prices_file)
+        if market == "spot" and self.price.spot is None:
+            raise ValueError(f"market='spot' but instance {instance!r} has no spot price: give spot_usd_per_hour=...")
+        self.instance = self.price.name
+        self.market = market
+        self.max_usd = None if max_usd is None else float(max_usd)
+        self.budget_on = budget_on
+        self.ledger_url = None if ledger is None else str(ledger)
+        self.run_name = run_name
+        self.config_hash = config_hash
+        self.alert_k = None if alert_k is None else float(alert_k)
+        self.alert_min_runs = alert_min_runs
+        self.min_steps = min_steps
+        self.webhook_url = validate_url(webhook_url)
+        self.webhook_timeout = float(webhook_timeout)
+        self.clock = clock
+
+        self.run_id = new_run_id()
+        self.started_at: str | None = None
+        self.num_instances = 1
+        self.meter = CostMeter(self._rate("on_demand") if market == "on_demand" else self._rate("spot"), clock=clock)
+        self.status = "created"
+        self.budget_checkpoint: str | None = None
+        self.alerts: list[Anomaly] = []
+        self.last_metrics: dict[str, float] = {}
+        self._ledger: Ledger | None = None
+        self._baseline: Baseline | None = None
+        self._hash_given = config_hash is not None
+        self._last_step = 0
+        self._start_step = 0
+        self._planned_steps: float | None = None
+        self._stopping = False
+        self._gpu_util_ok = True
+        self._alerted_before: set[str] = set()
+
+    # ------------------------------------------------------------------ pure helpers
+    def _rate(self, market: str) -> float:
+        price = self.price.price(market)
+        return 0.0 if price is None else price * self.num_instances
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(instance=self.instance, market=self.market)
+
+    def _spot_figures(self, trainer: pl.Trainer) -> dict[str, float]:
+        spot = find_spot_checkpoint(trainer)
+        if spot is None:
+            return {}
+        out = {}
+        blocked = getattr(spot, "blocked_seconds_total", None)
+        if isinstance(blocked, (int, float)):
+            out["cost/checkpoint_s"] = float(blocked)
+            out["cost/usd_checkpoint"] = self.meter.usd_for_seconds(float(blocked))
+        lost = getattr(spot, "lost_steps_total", None)
+        if isinstance(lost, int):
+            out["cost/lost_steps"] = float(lost)
+            out["cost/usd_lost_preemption"] = self.meter.usd_for_steps(lost)
+        return out
+
+    def remaining_steps(self, trainer: pl.Trainer) -> float | None:
+        if self._planned_steps is None or not math.isfinite(self._planned_steps):
+            return None
+        return max(0.0, self._planned_steps - trainer.global_step)
+
+    def projected_usd(self, trainer: pl.Trainer) -> float | None:
+        remaining = self.remaining_steps(trainer)
+        return None if remaining is None else self.meter.projected_usd(remaining)
+
+    def figures(self, trainer: pl.Trainer) -> dict[str, float]:
+        """The cumulative cost figures now (the keys of the table above that do not depend on a window)."""
+        m = self.meter
+        out = {"cost/usd_total": m.usd_total, "cost/usd_on_demand_equivalent": m.usd_on_demand_total}
+        if m.usd_spot_total is not None and self.price.spot is not None:
+            out["cost/usd_spot_equivalent"] = m.usd_spot_total
+        projected = self.projected_usd(trainer)
+        if projected is not None:
+            out["cost/usd_projected"] = projected
+        out.update(self._spot_figures(trainer))
+        return out
+
+    # ------------------------------------------------------------------ hooks
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        uses_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
+        self.num_instances = instances_needed(int(trainer.num_nodes), int(trainer.num_devices), self.price.gpus, uses_gpu)
+        self.meter.usd_per_hour = self._rate(self.market)
+        self.meter.on_demand_usd_per_hour = self._rate("on_demand")
+        self.meter.spot_usd_per_hour = None if self.price.spot is None else self._rate("spot")
+        if self.meter.spot_usd_per_hour is not None and self.meter.usd_spot_total is None:
+            self.meter.usd_spot_total = 0.0
+        self.meter.start()
+        self.started_at = self.started_at or _now_iso()
+        self.status = "running"
+        self._stopping = False
+        self._last_step = self._start_step = trainer.global_step
+        if trainer.is_global_zero and self.ledger_url is not None:
+            self._ledger = open_ledger(self.ledger_url)  # bad locations fail here, before any training
+        rank_zero_info(
+            f"CostMonitor: {self.instance} x {self.num_instances} on {self.market} = ${self.meter.usd_per_hour:.4g}/h"
+            + (f", budget ${self.max_usd:.4g} ({self.budget_on})" if self.max_usd else "")
+        )
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The step counter is restored from a checkpoint by now.
+        self._last_step = self._start_step = trainer.global_step
+        try:
+            self._planned_steps = float(trainer.estimated_stepping_batches)
+        except Exception:  # noqa: BLE001 - e.g. an iterable dataset of unknown length: no projection
+            self._planned_steps = None
+        if not self._hash_given:
+            self.config_hash = self._hash_config(trainer, pl_module)
+        if self._ledger is not None:
+            try:
+                similar = self._ledger.similar(self.config_hash, exclude_run_id=self.run_id)
+                self._baseline = baseline(similar)
+                self._ledger.upsert(self._row(trainer))  # status "running": a killed run still leaves a row
+            except Exception as err:  # noqa: BLE001 - the ledger must never stop training
+                rank_zero_warn(f"CostMonitor: ledger {self.ledger_url} unavailable: {err}")
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        steps = step - self._last_step
+        self._last_step = step
+        self.meter.tick(steps=steps, samples=_batch_size(batch) * trainer.world_size)
+        if steps and trainer._logger_connector.should_update_logs:
+            self._log(trainer, pl_module)
+        if self.max_usd is not None and not self._stopping:
+            self._check_budget(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Short epochs may never reach a logging step: log the epoch's closing figures too.
+        self.meter.tick()
+        if self.meter.window_steps:
+            self._log(trainer, pl_module, on_step=False)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.meter.stop()
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.meter.stop()
+        if self.status == "running":
+            self.status = "finished"
+        self._write_ledger(trainer)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.meter.stop()
+        self.status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self._write_ledger(trainer)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "meter": self.meter.state_dict(),
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "instance": self.instance,
+            "market": self.market,
+            "alerted": sorted({a.metric for a in self.alerts}),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.meter.load_state_dict(state_dict.get("meter", {}))
+        self.run_id = state_dict.get("run_id", self.run_id)
+        self.started_at = state_dict.get("started_at", self.started_at)
+        self._alerted_before = set(state_dict.get("alerted", []))
+
+    # ------------------------------------------------------------------ internals
+    def _hash_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+        dm = getattr(trainer, "datamodule", None)
+        what = {
+            "model": type(pl_module).__qualname__,
+            "hparams": dict(getattr(pl_module, "hparams", {}) or {}),
+            "data": type(dm).__qualname__ if dm is not None else None,
+            "data_hparams": dict(getattr(dm, "hparams", {}) or {}) if dm is not None else None,
+            "instance": self.instance,
+            "market": self.market,
+            "num_instances": self.num_instances,
+            "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
+            "planned_steps": self._planned_steps,
+        }
+        return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def _window_figures(self, trainer: pl.Trainer) -> dict[str, float]:
+        window = self.meter.window()
+        out = self.figures(trainer)
+        if window.usd_per_step is not None:
+            out["cost/usd_per_step"] = window.usd_per_step
+        if window.samples_per_s is not None:
+            out["cost/samples_per_s"] = window.samples_per_s
+        return out
+
+    def _gpu_figures(self, pl_module: pl.LightningModule) -> dict[str, float]:
+        device = pl_module.device
+        if device.type != "cuda":
+            return {}
+        import torch
+
+        out = {
+            "gpu/mem_allocated_gb": torch.cuda.memory_allocated(device) / 1e9,
+            "gpu/mem_reserved_max_gb": torch.cuda.max_memory_reserved(device) / 1e9,
+        }
+        if self._gpu_util_ok:
+            try:
+                out["gpu/util_pct"] = float(torch.cuda.utilization(device))
+            except Exception:  # noqa: BLE001 - needs nvidia-ml-py (pynvml); absent -> key absent
+                self._gpu_util_ok = False
+        return out
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, on_step: bool = True) -> None:
+        metrics = self._window_figures(trainer)
+        metrics.update(self._gpu_figures(pl_module))
+        self.last_metrics = metrics
+        pl_module.log_dict(metrics, on_step=on_step, on_epoch=not on_step, batch_size=1)
+        if trainer.is_global_zero and self.alert_k is not None and self._baseline is not None:
+            if trainer.global_step - self._start_step >= self.min_steps:
+                current = {"usd_per_step": metrics.get("cost/usd_per_step"), "usd_projected": metrics.get("cost/usd_projected")}
+                self._alert(trainer, check(self._baseline, current, self.alert_k, self.alert_min_runs))
+
+    def _alert(self, trainer: pl.Trainer, anomalies: list[Anomaly]) -> None:
+        done = {a.metric for a in self.alerts} | self._alerted_before
+        for anomaly in anomalies:
+            if anomaly.metric in done:
+                continue  # once per figure per run
+            self.alerts.append(anomaly)
+            message = f"{anomaly.message()} [run {self._name(trainer)}, {self.instance}, config {self.config_hash}]"
+            rank_zero_warn(f"CostMonitor: {message}")
+            if self.webhook_url:
+                payload = {"text": message, "run_id": self.run_id, "name": self._name(trainer), "config_hash": self.config_hash,
+                           "instance": self.instance, "step": trainer.global_step, **anomaly.as_dict()}
+                post_json(self.webhook_url, payload, timeout=self.webhook_timeout)
+
+    def _check_budget(self, trainer: pl.Trainer) -> None:
+        reason = None
+        if trainer.is_global_zero:
+            if self.meter.usd_total >= self.max_usd:
+                reason = f"spent ${self.meter.usd_total:.4g} >= max_usd ${self.max_usd:.4g}"
+            elif self.budget_on == "projected" and trainer.global_step - self._start_step >= self.min_steps:
+                projected = self.projected_usd(trainer)
+                if projected is not None and projected >= self.max_usd:
+                    reason = f"projected ${projected:.4g} >= max_usd ${self.max_usd:.4g}"
+        if trainer.world_size > 1:
+            reason = trainer.strategy.broadcast(reason, src=0)  # every rank stops at the same step
+        if reason is None:
+            return
+        self._stopping = True
+        self.status = "budget_stop"
+        rank_zero_warn(f"CostMonitor: budget reached ({reason}) at step {trainer.global_step}: checkpointing, then stopping")
+        spot = find_spot_checkpoint(trainer)
+        if spot is not None:
+            self.budget_checkpoint = spot.save_now(trainer, reason="budget")
+        else:
+            self.budget_checkpoint = f"{str(trainer.default_root_dir).rstrip('/')}/budget-stop.ckpt"
+            trainer.save_checkpoint(self.budget_checkpoint)
+        trainer.should_stop = True
+        fit_loop = trainer.fit_loop
+        if not fit_loop._can_stop_early:  # a budget outranks min_epochs/min_steps
+            fit_loop.min_epochs = 0
+            fit_loop.epoch_loop.min_steps = 0
+
+    def _name(self, trainer: pl.Trainer) -> str:
+        if self.run_name:
+            return self.run_name
+        root = str(trainer.default_root_dir).rstrip("/")
+        return root.rsplit("/", 1)[-1] or root
+
+    def _row(self, trainer: pl.Trainer) -> dict[str, Any]:
+        figures = self.figures(trainer)
+        metrics = {}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(("cost/", "gpu/")):
+                continue  # the row has its own columns for those
+            try:
+                metrics[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "finished_at": _now_iso() if self.status not in ("running",) else None,
+            "name": self._name(trainer),
+            "status": self.status,
+            "config_hash": self.config_hash,
+            "instance": self.instance,
+            "cloud": self.price.cloud,
+            "market": self.market,
+            "num_instances": self.num_instances,
+            "usd_per_hour": self.meter.usd_per_hour,
+            "duration_s": self.meter.seconds_total,
+            "steps": self.meter.steps_total,
+            "samples": self.meter.samples_total,
+            "usd_total": self.meter.usd_total,
+            "usd_per_step": self.meter.usd_per_step_overall,
+            "usd_projected": figures.get("cost/usd_projected"),
+            "usd_on_demand_equivalent": figures.get("cost/usd_on_demand_equivalent"),
+            "usd_spot_equivalent": figures.get("cost/usd_spot_equivalent"),
+            "usd_lost_preemption": figures.get("cost/usd_lost_preemption"),
+            "checkpoint_s": figures.get("cost/checkpoint_s"),
+            "metrics": metrics,
+        }
+
+    def _write_ledger(self, trainer: pl.Trainer) -> None:
+        if not trainer.is_global_zero or self.ledger_url is None:
+            return
+        try:
+            ledger = self._ledger or open_ledger(self.ledger_url)
+            ledger.upsert(self._row(trainer))
+        except Exception as err:  # noqa: BLE001 - the run's result matters more than its ledger row
+            rank_zero_warn(f"CostMonitor: could not write the ledger {self.ledger_url}: {err}")
+
+
+def techniques_in_use(trainer: pl.Trainer) -> list[str]:
+    """mlcost_pl callbacks on the trainer plus precision, strategy and gradient accumulation when not the default."""
+    out = [type(c).__name__ for c in trainer.callbacks if type(c).__module__.startswith("mlcost_pl.")]
+    if str(trainer.precision) not in ("32-true", "32"):
+        out.append(f"precision={trainer.precision}")
+    if trainer.world_size > 1:
+        out.append(f"{type(trainer.strategy).__name__} x {trainer.world_size}")
+    if trainer.accumulate_grad_batches > 1:
+        out.append(f"accumulate_grad_batches={trainer.accumulate_grad_batches}")
+    return out
+
+
+def cost_summary_rows(trainer: pl.Trainer) -> list[tuple[str, object]]:
+    """Rows for the recipes' cost table: spent, on-demand vs spot equivalent, lost to preemption, checkpoint overhead
+    and the techniques in use. Empty when the trainer has no :class:`CostMonitor`."""
+    monitor = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
+    if monitor is None:
+        return []
+    f = monitor.figures(trainer)
+    m = monitor.meter
+    rows: list[tuple[str, object]] = [
+        ("instance", f"{monitor.instance} x {monitor.num_instances} ({monitor.price.cloud}, {monitor.market}, ${m.usd_per_hour:.4g}/h)"),
+        ("spent (USD)", m.usd_total),
+        ("on-demand equivalent (USD)", f["cost/usd_on_demand_equivalent"]),
+        ("spot equivalent (USD)", f.get("cost/usd_spot_equivalent", "no spot price")),
+        ("USD per step", m.usd_per_step_overall if m.usd_per_step_overall is not None else "-"),
+        ("billed time (s)", m.seconds_total),
+    ]
+    if "cost/usd_lost_preemption" in f:
+        rows.append(("lost to preemption", f"${f['cost/usd_lost_preemption']:.4g} ({int(f['cost/lost_steps'])} steps re-done)"))
+    else:
+        rows.append(("lost to preemption", "not tracked (no SpotCheckpoint)"))
+    if "cost/checkpoint_s" in f:
+        rows.append(("checkpoint overhead", f"{f['cost/checkpoint_s']:.3g} s = ${f['cost/usd_checkpoint']:.4g}"))
+    else:
+        rows.append(("checkpoint overhead", "not tracked (no SpotCheckpoint)"))
+    if monitor.max_usd is not None:
+        rows.append(("budget", f"${monitor.max_usd:.4g} ({monitor.budget_on}); {monitor.status}"))
+    if monitor.alerts:
+        rows.append(("cost alerts", "; ".join(a.message() for a in monitor.alerts)))
+    rows.append(("techniques", ", ".join(techniques_in_use(trainer)) or "none"))
+    if monitor.ledger_url:
+        rows.append(("ledger", monitor.ledger_url))
+    return rows
+
+
+def record_final_metrics(trainer: pl.Trainer, metrics: Mapping[str, float]) -> None:
+    """Add metrics known only after fit (e.g. ``test/acc``) to the run's ledger row (rank zero; never raises)."""
+    monitor = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
+    if monitor is None or monitor.ledger_url is None or not trainer.is_global_zero:
+        return
+    try:
+        row = monitor._row(trainer)
+        row["metrics"].update({k: float(v) for k, v in metrics.items() if not k.startswith(("cost/", "gpu/"))})
+        open_ledger(monitor.ledger_url).upsert(row)
+    except Exception as err:  # noqa: BLE001 - a report must not fail the run
+        rank_zero_warn(f"CostMonitor: could not update the ledger {monitor.ledger_url}: {err}")

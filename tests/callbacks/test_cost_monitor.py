@@ -1,0 +1,220 @@
+"""CostMonitor on a CPU Trainer: logged keys, resume keeps totals, budget stop leaves a checkpoint, alerts."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from mlcost_pl.callbacks import CostMonitor
+from mlcost_pl.callbacks.cost_monitor import cost_summary_rows
+from mlcost_pl.cost import open_ledger
+from tests.helpers.servers import webhook_server  # noqa: F401 - fixture
+
+DOCUMENTED = {"cost/usd_total", "cost/usd_per_step", "cost/usd_projected", "cost/usd_on_demand_equivalent",
+              "cost/usd_spot_equivalent", "cost/samples_per_s"}
+
+
+class TinyModule(L.LightningModule):
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = nn.Linear(width, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.layer(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        data = TensorDataset(torch.randn(64, 8, generator=g), torch.randint(0, 2, (64,), generator=g))
+        return DataLoader(data, batch_size=8)
+
+
+class TickClock:
+    """Every read advances one second: costs are deterministic in the number of reads."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def _trainer(tmp_path, callbacks, **kw):
+    kw = {"max_steps": 8, "log_every_n_steps": 2, "enable_progress_bar": False, "enable_model_summary": False,
+          "enable_checkpointing": False, "logger": CSVLogger(tmp_path, name="csv", version=""), **kw}
+    return L.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, callbacks=callbacks, **kw)
+
+
+def test_logs_the_documented_keys_to_the_logger(tmp_path):
+    monitor = CostMonitor("g5.xlarge", market="spot", ledger=str(tmp_path / "ledger.sqlite"))
+    trainer = _trainer(tmp_path, [monitor])
+    trainer.fit(TinyModule())
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = {k for r in rows for k, v in r.items() if v}
+    assert DOCUMENTED <= logged
+    assert not any(k.startswith("gpu/") for k in logged)  # CPU: absent, not zeros
+    last = [r for r in rows if r.get("cost/usd_total")][-1]
+    # spot is what we pay; the on-demand equivalent of the same wall time is dearer
+    assert 0 < float(last["cost/usd_spot_equivalent"]) == pytest.approx(float(last["cost/usd_total"]))
+    assert float(last["cost/usd_on_demand_equivalent"]) > float(last["cost/usd_total"])
+    assert float(last["cost/samples_per_s"]) > 0
+    (row,) = open_ledger(tmp_path / "ledger.sqlite").rows()
+    assert row["status"] == "finished" and row["steps"] == 8 and row["samples"] == 64 and row["instance"] == "g5.xlarge"
+    assert row["usd_total"] == pytest.approx(monitor.meter.usd_total) and "train/loss" in row["metrics"]
+    text = dict(cost_summary_rows(trainer))
+    assert {"spent (USD)", "on-demand equivalent (USD)", "spot equivalent (USD)", "lost to preemption",
+            "checkpoint overhead", "techniques"} <= set(text)
+    assert "CostMonitor" in text["techniques"]
+
+
+def test_arithmetic_on_a_trainer_with_a_fake_clock(tmp_path):
+    clock = TickClock()
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, clock=clock, ledger=None)  # $1 per clock read
+    trainer = _trainer(tmp_path, [monitor], logger=False)
+    trainer.fit(TinyModule())
+    assert monitor.meter.steps_total == 8
+    # reads: fit start, 8 batches, epoch end, train end -> 10 one-second intervals; nothing accrues after the stop
+    assert monitor.meter.usd_total == pytest.approx(10.0)
+    assert monitor.meter.seconds_total == pytest.approx(10.0)
+    assert monitor.figures(trainer)["cost/usd_projected"] == pytest.approx(10.0)  # no steps left
+
+
+def test_resume_keeps_cumulative_totals(tmp_path):
+    clock = TickClock()
+    first = CostMonitor("custom", usd_per_hour=3600.0, clock=clock, ledger=str(tmp_path / "ledger.sqlite"))
+    trainer = _trainer(tmp_path, [first], max_steps=4, logger=False)
+    trainer.fit(TinyModule())
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    spent, run_id = first.meter.usd_total, first.run_id
+
+    second = CostMonitor("custom", usd_per_hour=3600.0, clock=clock, ledger=str(tmp_path / "ledger.sqlite"))
+    trainer = _trainer(tmp_path, [second], max_steps=8, logger=False)
+    trainer.fit(TinyModule(), ckpt_path=str(tmp_path / "mid.ckpt"))
+    assert second.run_id == run_id and second.meter.segments == 2
+    assert second.meter.steps_total == 8 and second.meter.usd_total > spent
+    (row,) = open_ledger(tmp_path / "ledger.sqlite").rows()  # one logical run, one row
+    assert row["steps"] == 8 and row["usd_total"] == pytest.approx(second.meter.usd_total)
+
+
+def test_budget_stop_checkpoints_then_stops(tmp_path):
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, max_usd=4.0, clock=TickClock(), ledger=str(tmp_path / "l.sqlite"))
+    trainer = _trainer(tmp_path, [monitor], max_steps=50, min_epochs=5, logger=False)
+    with pytest.warns(UserWarning, match="budget reached"):
+        trainer.fit(TinyModule())
+    assert trainer.global_step < 8 and monitor.status == "budget_stop"
+    ckpt = torch.load(monitor.budget_checkpoint, weights_only=False)
+    assert ckpt["global_step"] == trainer.global_step
+    assert open_ledger(tmp_path / "l.sqlite").rows()[0]["status"] == "budget_stop"
+    # the checkpoint resumes, and the budget, already spent, stops it again at once
+    again = CostMonitor("custom", usd_per_hour=3600.0, max_usd=4.0, clock=TickClock())
+    resumed = _trainer(tmp_path, [again], max_steps=50, logger=False)
+    with pytest.warns(UserWarning, match="budget reached"):
+        resumed.fit(TinyModule(), ckpt_path=monitor.budget_checkpoint)
+    assert resumed.global_step == trainer.global_step + 1 and again.meter.usd_total > monitor.meter.usd_total
+
+
+def test_budget_on_projection_stops_early(tmp_path):
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, max_usd=20.0, budget_on="projected", min_steps=2, clock=TickClock())
+    trainer = _trainer(tmp_path, [monitor], max_steps=40, logger=False)
+    with pytest.warns(UserWarning, match="projected"):
+        trainer.fit(TinyModule())
+    assert trainer.global_step == 2 and monitor.meter.usd_total < 20.0
+
+
+class StandInSpot(Callback):
+    """Duck-typed stand-in for SpotCheckpoint's read-only contract (save_now + counters) until issue3 lands."""
+
+    def __init__(self, dirpath):
+        self.dirpath, self.blocked_seconds_total, self.lost_steps_total, self.calls = str(dirpath), 3.0, 2, []
+
+    def save_now(self, trainer, reason="manual"):
+        self.calls.append(reason)
+        path = f"{self.dirpath}/spot-{trainer.global_step}.ckpt"
+        trainer.save_checkpoint(path)
+        return path
+
+
+def test_reads_spot_checkpoint_records_and_uses_it_for_the_budget_stop(tmp_path):
+    spot = StandInSpot(tmp_path)
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, max_usd=6.0, clock=TickClock())
+    trainer = _trainer(tmp_path, [spot, monitor], logger=False)
+    with pytest.warns(UserWarning, match="budget"):
+        trainer.fit(TinyModule())
+    assert spot.calls == ["budget"] and monitor.budget_checkpoint.startswith(str(tmp_path / "spot-"))
+    figures = monitor.figures(trainer)
+    assert figures["cost/checkpoint_s"] == 3.0 and figures["cost/usd_checkpoint"] == pytest.approx(3.0)
+    assert figures["cost/lost_steps"] == 2 and figures["cost/usd_lost_preemption"] == pytest.approx(2 * monitor.meter.usd_per_step_overall)
+    assert "2 steps re-done" in dict(cost_summary_rows(trainer))["lost to preemption"]
+
+
+def test_alert_warns_and_posts_to_the_webhook(tmp_path, webhook_server):
+    ledger = open_ledger(tmp_path / "ledger.sqlite")
+    for i in range(2):  # two cheap similar runs in the history
+        ledger.upsert({"run_id": f"past{i}", "started_at": f"2026-01-0{i + 1}", "status": "finished", "config_hash": "cfgA",
+                       "usd_per_step": 0.01, "usd_total": 0.08, "steps": 8})
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, clock=TickClock(), ledger=str(tmp_path / "ledger.sqlite"),
+                          config_hash="cfgA", alert_k=3.0, alert_min_runs=2, min_steps=2, webhook_url=webhook_server.url, run_name="pricey")
+    trainer = _trainer(tmp_path, [monitor], logger=False)
+    with pytest.warns(UserWarning, match="cost anomaly: usd_per_step"):
+        trainer.fit(TinyModule())
+    posted = [r["json"] for r in webhook_server.received]
+    assert {p["metric"] for p in posted} == {"usd_per_step", "usd_projected"}  # each once
+    per_step = next(p for p in posted if p["metric"] == "usd_per_step")
+    assert per_step["name"] == "pricey" and per_step["config_hash"] == "cfgA" and per_step["ratio"] > 3.0
+    assert "cost anomaly" in per_step["text"] and per_step["runs"] == 2
+    json.dumps(posted)
+
+
+def test_no_alert_without_history_or_within_k(tmp_path, webhook_server):
+    monitor = CostMonitor("custom", usd_per_hour=1.0, ledger=str(tmp_path / "ledger.sqlite"), config_hash="x",
+                          min_steps=1, webhook_url=webhook_server.url)
+    _trainer(tmp_path, [monitor], logger=False).fit(TinyModule())
+    _trainer(tmp_path, [CostMonitor("custom", usd_per_hour=1.0, ledger=str(tmp_path / "ledger.sqlite"), config_hash="x",
+                                    alert_k=1000.0, min_steps=1, webhook_url=webhook_server.url)], logger=False).fit(TinyModule())
+    assert webhook_server.received == []
+    assert len(open_ledger(tmp_path / "ledger.sqlite").rows()) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"instance": "p4d.24xlarg"}, "Did you mean: p4d.24xlarge"),
+        ({"instance": "custom"}, "usd_per_hour"),
+        ({"instance": "g5.xlarge", "market": "reserved"}, "market"),
+        ({"instance": "g5.xlarge", "max_usd": 0}, "max_usd"),
+        ({"instance": "g5.xlarge", "budget_on": "vibes"}, "budget_on"),
+        ({"instance": "g5.xlarge", "alert_k": -1}, "alert_k"),
+        ({"instance": "g5.xlarge", "webhook_url": "slack"}, "webhook_url"),
+        ({"instance": "custom", "usd_per_hour": 1.0, "market": "spot"}, "spot_usd_per_hour"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CostMonitor(**kwargs)
+
+
+def test_fit_twice_and_state_round_trip(tmp_path):
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, clock=TickClock())
+    for _ in range(2):
+        _trainer(tmp_path, [monitor], max_steps=2, logger=False).fit(TinyModule())
+    state = monitor.state_dict()
+    twin = CostMonitor("custom", usd_per_hour=3600.0)
+    twin.load_state_dict(state)
+    assert twin.state_dict()["meter"] == state["meter"] and twin.run_id == monitor.run_id
+    assert state["meter"]["steps_total"] == 4 and state["meter"]["segments"] == 2
