@@ -16,9 +16,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from mlcost_pl.callbacks import PreemptionHandler
+from mlcost_pl.callbacks import PreemptionHandler, SpotCheckpoint
+from mlcost_pl.checkpoint import resolve_checkpoint
 from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE
-from tests.helpers.preempt_train import AtomicSaver, TinyMLP, run
+from tests.helpers.preempt_train import TinyMLP, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,14 +49,15 @@ class EveryOther(Sampler):
         return self.n
 
 
-def _fit(tmp_path, loader_fn, recorder, ckpt=None, exit_on_notice=False, epochs=2):
+def _fit(tmp_path, loader_fn, recorder, exit_on_notice=False, epochs=2):
+    """Fit (resuming automatically from ``tmp_path`` through SpotCheckpoint)."""
     L.seed_everything(0, verbose=False)
     handler = PreemptionHandler(signals=["SIGUSR1"], exit_on_notice=exit_on_notice)
-    trainer = L.Trainer(max_epochs=epochs, callbacks=[recorder, AtomicSaver(str(tmp_path), every_n_steps=1000), handler],
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[recorder, SpotCheckpoint(str(tmp_path)), handler],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu")
     model = TinyMLP()
-    trainer.fit(model, train_dataloaders=loader_fn(), ckpt_path=ckpt)
+    trainer.fit(model, train_dataloaders=loader_fn())
     return trainer, handler, model
 
 
@@ -65,7 +67,7 @@ def _data():
 
 
 def test_needs_a_spot_checkpoint(tmp_path):
-    trainer = L.Trainer(max_steps=1, callbacks=[PreemptionHandler()], logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_steps=1, callbacks=[PreemptionHandler()], default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, accelerator="cpu")
     with pytest.raises(ValueError, match="PreemptionHandler needs a SpotCheckpoint"):
         trainer.fit(TinyMLP(), train_dataloaders=DataLoader(_data(), batch_size=8))
@@ -85,10 +87,10 @@ def test_signal_saves_at_the_step_and_resume_sees_exactly_the_remaining_batches(
     _, _, ref_model = _fit(tmp_path / "ref", loader, ref := Recorder())
     trainer, handler, _ = _fit(tmp_path / "a", loader, first := Recorder(at_step=13))  # mid-epoch 2
     assert trainer.global_step == 13 and handler.preemptions == 1 and handler.last_save_seconds > 0
-    assert handler.last_checkpoint.endswith("step-000013.ckpt")
+    assert torch.load(resolve_checkpoint(handler.last_checkpoint), weights_only=False)["global_step"] == 13
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        trainer, handler, model = _fit(tmp_path / "a", loader, rest := Recorder(), ckpt=handler.last_checkpoint)
+        trainer, handler, model = _fit(tmp_path / "a", loader, rest := Recorder())
     assert not [r for r in record if "not resumable" in str(r.message)]  # Lightning's warning is moot here
     assert first.seen + rest.seen == ref.seen and len(ref.seen) == 20
     assert handler.preemptions == 1  # kept across the resume
@@ -101,7 +103,7 @@ def test_unsupported_loader_restarts_the_epoch_and_warns_once(tmp_path):
     trainer, handler, _ = _fit(tmp_path, loader, first := Recorder(at_step=3), epochs=1)
     assert trainer.global_step == 3
     with pytest.warns(UserWarning, match="exact mid-epoch resume is not possible.*EveryOther is not one of") as record:
-        trainer, _, _ = _fit(tmp_path, loader, rest := Recorder(), ckpt=handler.last_checkpoint, epochs=1)
+        trainer, _, _ = _fit(tmp_path, loader, rest := Recorder(), epochs=1)
     assert sum("exact mid-epoch resume" in str(r.message) for r in record) == 1
     assert rest.seen[:3] == first.seen and len(rest.seen) == 10  # the whole epoch again, from its first batch
 
@@ -152,12 +154,14 @@ def _resume_equivalence(tmp_path: Path, plan: list[tuple[int, int]]) -> None:
         assert torch.equal(params[k], reference[k]), k
 
 
+@pytest.mark.timeout(1200)  # three fresh interpreters importing Lightning: ~60 s idle, several minutes on a busy box
 def test_resume_equivalence_sigterm_then_sigkill(tmp_path):
     """Headline: SIGTERM mid-epoch (emergency save), SIGKILL between checkpoints, resume: bitwise-equal parameters."""
     _resume_equivalence(tmp_path, [(7, signal.SIGTERM), (18, signal.SIGKILL)])
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_resume_equivalence_many_random_kills(tmp_path):
     import random
 
@@ -168,6 +172,7 @@ def test_resume_equivalence_many_random_kills(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_ddp_notice_on_one_rank_saves_all_ranks_at_the_same_step(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.preempt_train", "--dir", str(tmp_path), "--devices", "2",
                              "--step-sleep", "0.05", "--max-epochs", "20"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -188,5 +193,5 @@ def test_ddp_notice_on_one_rank_saves_all_ranks_at_the_same_step(tmp_path):
     s0 = (tmp_path / "preempted-rank0").read_text()
     assert s0 == (tmp_path / "preempted-rank1").read_text()
     assert int(s0) % 2 == 0  # check_every_n_steps=2
-    ckpt = torch.load(tmp_path / f"step-{int(s0):06d}.ckpt", weights_only=False)
+    ckpt = torch.load(resolve_checkpoint(str(tmp_path / "ckpt")), weights_only=False)
     assert ckpt["global_step"] == int(s0)

@@ -1,6 +1,6 @@
 """A deterministic tiny CPU training run for the preemption tests and benchmark: ``python -m tests.helpers.preempt_train``.
 
-Resumes from the newest checkpoint in ``--dir``; writes the global step to ``<dir>/progress`` after every batch (so
+SpotCheckpoint (every ``--every-n-steps``) resumes from the newest valid checkpoint in ``--dir/ckpt``; writes the global step to ``<dir>/progress`` after every batch (so
 the parent can deliver signals at chosen steps) and, when it finishes, the final parameters to ``<dir>/final.pt``.
 """
 
@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from mlcost_pl.callbacks import PreemptionHandler
+from mlcost_pl.callbacks import PreemptionHandler, SpotCheckpoint
 from mlcost_pl.data import DigitsDataModule
 from mlcost_pl.preemption.restart import PreemptedExit
 
@@ -32,30 +32,6 @@ class TinyMLP(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=1e-2)
-
-
-class AtomicSaver(Callback):
-    """Stand-in with SpotCheckpoint's ``save_now`` contract: atomic ``step-N.ckpt`` files every ``every_n_steps``."""
-
-    def __init__(self, dirpath: str, every_n_steps: int) -> None:
-        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
-
-    def save_now(self, trainer: L.Trainer, reason: str = "manual") -> str:
-        path = self.dirpath / f"step-{trainer.global_step:06d}.ckpt"
-        tmp = path.with_suffix(".tmp")
-        trainer.save_checkpoint(tmp)  # a collective call: every rank, rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
-        return str(path)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % self.every_n_steps == 0:
-            self.save_now(trainer, reason="periodic")
-
-    @staticmethod
-    def latest(dirpath: str) -> str | None:
-        found = sorted(Path(dirpath).glob("step-*.ckpt"))
-        return str(found[-1]) if found else None
 
 
 class Progress(Callback):
@@ -81,17 +57,17 @@ def run(dirpath: str, max_epochs: int = 3, limit_train_batches: int = 12, every_
         Path(dirpath).mkdir(parents=True, exist_ok=True)
         dm = DigitsDataModule(image_size=8, batch_size=32)
         model = TinyMLP()
-        callbacks = [AtomicSaver(dirpath, every_n_steps), Progress(dirpath, step_sleep)]
+        spot = SpotCheckpoint(str(Path(dirpath, "ckpt")), every_n_steps=every_n_steps, keep_last=2, progress_every_seconds=0.01)
+        callbacks = [spot, Progress(dirpath, step_sleep)]
         if handler:
             callbacks.append(PreemptionHandler(signals=["SIGTERM", "SIGUSR1"], check_every_n_steps=check_every_n_steps))
         trainer = L.Trainer(max_epochs=max_epochs, limit_train_batches=limit_train_batches, limit_val_batches=0,
                             callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=devices,
                             strategy="ddp" if devices > 1 else "auto")
-        ckpt = AtomicSaver.latest(dirpath)
-        print(f"start: resuming from {ckpt}", flush=True)
         try:
-            trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
+            trainer.fit(model, datamodule=dm)  # SpotCheckpoint resumes from its newest valid checkpoint
+            print(f"done: resumed from {spot.resumed_from}, lost steps {spot.lost_steps_total}", flush=True)
         except PreemptedExit:
             Path(dirpath, f"preempted-rank{trainer.global_rank}").write_text(str(trainer.global_step))
             raise
