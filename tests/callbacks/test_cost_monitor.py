@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mlcost_pl.callbacks import CostMonitor
 from mlcost_pl.callbacks.cost_monitor import cost_summary_rows
 from mlcost_pl.cost import open_ledger
+from tests.helpers.runif import RunIf
 from tests.helpers.servers import webhook_server  # noqa: F401 - fixture
 
 DOCUMENTED = {"cost/usd_total", "cost/usd_per_step", "cost/usd_projected", "cost/usd_on_demand_equivalent",
@@ -55,9 +56,9 @@ class TickClock:
 
 
 def _trainer(tmp_path, callbacks, **kw):
-    kw = {"max_steps": 8, "log_every_n_steps": 2, "enable_progress_bar": False, "enable_model_summary": False,
+    kw = {"accelerator": "cpu", "devices": 1, "max_steps": 8, "log_every_n_steps": 2, "enable_progress_bar": False, "enable_model_summary": False,
           "enable_checkpointing": False, "logger": CSVLogger(tmp_path, name="csv", version=""), **kw}
-    return L.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, callbacks=callbacks, **kw)
+    return L.Trainer(default_root_dir=tmp_path, callbacks=callbacks, **kw)
 
 
 def test_logs_the_documented_keys_to_the_logger(tmp_path):
@@ -218,3 +219,27 @@ def test_fit_twice_and_state_round_trip(tmp_path):
     twin.load_state_dict(state)
     assert twin.state_dict()["meter"] == state["meter"] and twin.run_id == monitor.run_id
     assert state["meter"]["steps_total"] == 4 and state["meter"]["segments"] == 2
+
+
+@pytest.mark.slow
+def test_ddp_budget_stop_is_collective(tmp_path):
+    """Two gloo processes: rank 0 decides, both stop at the same step (no hang), one checkpoint, one ledger row."""
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, max_usd=4.0, clock=TickClock(), ledger=str(tmp_path / "l.sqlite"))
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=50, logger=False, callbacks=[monitor],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(TinyModule())
+    assert (tmp_path / "budget-stop.ckpt").exists()
+    (row,) = open_ledger(tmp_path / "l.sqlite").rows()
+    assert row["status"] == "budget_stop" and row["num_instances"] == 1  # two CPU processes share one machine
+    assert row["samples"] == 2 * 8 * row["steps"]  # samples count every rank
+
+
+@pytest.mark.gpu
+@RunIf(cuda=True)
+def test_gpu_keys_and_instance_count_on_cuda(tmp_path):
+    monitor = CostMonitor("g5.xlarge")
+    trainer = _trainer(tmp_path, [monitor], logger=False, accelerator="gpu", devices=1)
+    trainer.fit(TinyModule())
+    assert monitor.num_instances == 1
+    assert {"gpu/mem_allocated_gb", "gpu/mem_reserved_max_gb"} <= set(monitor.last_metrics)
+    assert monitor.last_metrics["gpu/mem_reserved_max_gb"] > 0
