@@ -34,3 +34,36 @@ def image_folder(tmp_path_factory):
         for i, img in enumerate(imgs):
             Image.fromarray((img * 255 / 16).astype(np.uint8)).resize((16, 16)).save(root / f"class_{cls}" / f"{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 with a bucket ``test-bucket``.
+
+    Yields a dict: ``endpoint`` (URL), ``storage_options`` (for fsspec/s3fs) and ``bucket`` (``s3://test-bucket``).
+    """
+    pytest.importorskip("s3fs", reason="needs s3fs: uv sync (dev group)")
+    pytest.importorskip("moto.server", reason="needs moto[server]: uv sync (dev group)")
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        "skip_instance_cache": True,
+    }
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="test-bucket")
+    try:
+        yield {"endpoint": endpoint, "storage_options": options, "bucket": "s3://test-bucket"}
+    finally:
+        server.stop()

@@ -1,0 +1,508 @@
+"""SpotCheckpoint: atomic, verified, optionally async checkpoints to any fsspec URL, with automatic resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from typing_extensions import override
+
+from mlcost_pl.checkpoint.async_writer import AsyncWriter, BufferPool, call_with_retries, snapshot_to_cpu
+from mlcost_pl.checkpoint.interval import young_daly_interval
+from mlcost_pl.checkpoint.manifest import (
+    CKPT_FILE,
+    apply_retention,
+    commit_checkpoint,
+    iter_valid,
+    load_bytes,
+    new_checkpoint_name,
+    read_progress,
+    serialize,
+    write_progress,
+)
+from mlcost_pl.checkpoint.storage import CheckpointStorage
+
+DEFAULT_MTBF_SECONDS = 6 * 3600.0
+
+
+def collect_rng_states() -> dict[str, Any]:
+    """torch, CUDA, numpy and Python RNG states, as tensors/ints so ``torch.load(weights_only=True)`` accepts them."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`collect_rng_states` (missing entries are left alone)."""
+    import random
+
+    import numpy as np
+
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "torch.cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    if "numpy" in states:
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "python" in states:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+@dataclass
+class _SaveResult:
+    url: str
+    global_step: int
+    bytes_written: int
+    write_seconds: float
+    deleted: list[str]
+
+
+class SpotCheckpoint(Callback):
+    """Checkpoints a spot user can trust: atomic, verified, optionally async, to any fsspec URL, with automatic resume.
+
+    Each checkpoint is a folder ``step-<global step>-<unix ms>/`` holding ``checkpoint.ckpt`` (Lightning's full
+    checkpoint dict plus RNG states) and ``MANIFEST.json`` (sizes, sha256, step, time, versions), written last as the
+    commit marker. Local files are written to a temporary name in the target folder, fsynced and renamed, and the
+    folder is fsynced. ``latest`` moves only after a commit; ``keep_last`` prunes older checkpoints only after a newer
+    one is committed. With the callback on the Trainer, ``trainer.fit(model)`` without ``ckpt_path`` resumes from the
+    newest checkpoint that verifies (skipping, with a warning naming it, any newer one that does not); an explicit
+    ``ckpt_path`` still wins.
+
+    Args:
+        dirpath: local path or fsspec URL (``file://``, ``memory://``, ``s3://``, ``gs://`` ...) of the checkpoint folder.
+        every_n_steps: save when ``global_step`` is a multiple of this.
+        every_seconds: save when this many wall seconds passed since the last save; ``"auto"`` picks the interval
+            from the measured save cost and ``mtbf_seconds`` (Young/Daly, ``sqrt(2 x save_s x mtbf_s)``), re-estimated
+            after each save. May be combined with ``every_n_steps``.
+        keep_last: committed checkpoints to keep (older ones are deleted after a newer commit).
+        async_save: snapshot the state to CPU memory and write it on a background thread; the loop blocks only for
+            the snapshot. At most one save is in flight; a periodic trigger that finds one in flight is skipped
+            (``on_busy="skip"``) or waits (``on_busy="wait"``), with a message either way.
+        save_on_fit_end: save when training ends.
+        mtbf_seconds: mean time between preemptions for ``every_seconds="auto"`` (default 6 h).
+        resume: resume automatically from the newest valid checkpoint when ``fit`` gets no ``ckpt_path``.
+        storage_options: fsspec options for ``dirpath`` (credentials, ``client_kwargs={"endpoint_url": ...}``).
+        progress_every_seconds: how often to record the newest executed step (``progress.json``), used to count
+            steps re-done after a resume.
+        retries: retries (with exponential backoff from ``backoff_s``) of a failed write before it is raised.
+        backoff_s: the first retry's wait in seconds.
+        on_busy: ``"skip"`` or ``"wait"``: what a periodic async trigger does while a save is in flight.
+
+    Raises:
+        ValueError: a non-positive interval, ``keep_last < 1``, a bad ``every_seconds``/``on_busy`` (names the argument).
+        CheckpointDirError: at fit start, when ``dirpath`` cannot be reached or written (one line: URL and cause).
+        CheckpointWriteError: a background write failed after its retries (raised on the training thread).
+
+    Logged metrics (to the Trainer's loggers, at the step of the save):
+
+    ==============================  ==========================================================================
+    ``checkpoint/blocked_s``        seconds the training loop was blocked by this checkpoint
+    ``checkpoint/written_bytes``    bytes written for this checkpoint (data, manifest, ``latest``)
+    ``checkpoint/write_s``          seconds to serialize, hash, write and commit it (background when async)
+    ``checkpoint/committed_total``  checkpoints committed so far (kept across resumes)
+    ``checkpoint/interval_s``       the chosen save interval (``every_seconds="auto"`` only)
+    ==============================  ==========================================================================
+
+    Example:
+        >>> from mlcost_pl.callbacks import SpotCheckpoint
+        >>> spot = SpotCheckpoint("memory://doc-run", every_n_steps=200, every_seconds=600, keep_last=3)
+        >>> spot.dirpath
+        'memory:///doc-run'
+        >>> # trainer = L.Trainer(callbacks=[spot]); trainer.fit(model)   # re-running resumes automatically
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: int | None = None,
+        every_seconds: float | str | None = None,
+        keep_last: int = 3,
+        async_save: bool = False,
+        save_on_fit_end: bool = True,
+        mtbf_seconds: float | None = None,
+        resume: bool = True,
+        storage_options: dict[str, Any] | None = None,
+        progress_every_seconds: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        on_busy: str = "skip",
+    ) -> None:
+        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
+        self._auto = isinstance(every_seconds, str)
+        if self._auto and every_seconds != "auto":
+            raise ValueError(f"every_seconds must be a positive number, 'auto' or None, got {every_seconds!r}")
+        if not self._auto and every_seconds is not None:
+            if isinstance(every_seconds, bool) or not isinstance(every_seconds, (int, float)) or not every_seconds > 0 or math.isinf(every_seconds):
+                raise ValueError(f"every_seconds must be a positive number, 'auto' or None, got {every_seconds!r}")
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
+        if mtbf_seconds is not None and (not isinstance(mtbf_seconds, (int, float)) or not mtbf_seconds > 0):
+            raise ValueError(f"mtbf_seconds must be a positive number or None, got {mtbf_seconds!r}")
+        if not progress_every_seconds > 0:
+            raise ValueError(f"progress_every_seconds must be > 0, got {progress_every_seconds!r}")
+        if on_busy not in ("skip", "wait"):
+            raise ValueError(f"on_busy must be 'skip' or 'wait', got {on_busy!r}")
+        self._storage = CheckpointStorage(str(dirpath), storage_options)
+        self.dirpath: str = self._storage.url
+        self.every_n_steps = every_n_steps
+        self.every_seconds = every_seconds
+        self.keep_last = keep_last
+        self.async_save = bool(async_save)
+        self.save_on_fit_end = save_on_fit_end
+        self.mtbf_seconds = float(mtbf_seconds) if mtbf_seconds is not None else DEFAULT_MTBF_SECONDS
+        self.resume = resume
+        self.progress_every_seconds = float(progress_every_seconds)
+        self.on_busy = on_busy
+        self._writer = AsyncWriter(retries=retries, backoff_s=backoff_s)
+        self._writer.on_retry = self._on_retry
+        self._pool = BufferPool()
+
+        # Public, contract-stable state.
+        self.last_save_seconds: float | None = None
+        self.blocked_seconds_total: float = 0.0
+        self.lost_steps_total: int = 0
+        self.resumed_from: str | None = None
+        self.checkpoints_committed: int = 0
+        self.bytes_written_total: int = 0
+        self.last_checkpoint: str | None = None
+
+        # Per-fit bookkeeping.
+        self._interval_s: float | None = None if self._auto else (float(every_seconds) if every_seconds else None)
+        self._save_cost_s: float | None = None
+        self._last_write_s: float = 0.0
+        self._last_save_time = time.monotonic()
+        self._last_saved_step: int | None = None
+        self._last_progress_time = 0.0
+        self._progress: dict[str, Any] = {}
+        self._restored_from: str | None = None
+        self._orig_resume_start: Any = None
+        self._active = True
+        self._dumping = False
+
+    # ------------------------------------------------------------------ pickling (ddp_spawn sends callbacks over)
+    def __getstate__(self) -> dict[str, Any]:
+        if self._writer.busy:
+            self._writer.wait()
+        state = dict(self.__dict__)
+        state["_writer"] = (self._writer.retries, self._writer.backoff_s)
+        state["_pool"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        retries, backoff_s = state.pop("_writer")
+        self.__dict__.update(state)
+        self._writer = AsyncWriter(retries=retries, backoff_s=backoff_s)
+        self._writer.on_retry = self._on_retry
+        self._pool = BufferPool()
+
+    # ------------------------------------------------------------------ identity and state
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(dirpath=self.dirpath)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "blocked_seconds_total": self.blocked_seconds_total,
+            "lost_steps_total": self.lost_steps_total,
+            # A checkpoint that is loaded was committed, so it counts itself.
+            "checkpoints_committed": self.checkpoints_committed + (1 if self._dumping else 0),
+            "bytes_written_total": self.bytes_written_total,
+            "save_cost_s": self._save_cost_s,
+            "rng_states": collect_rng_states(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.blocked_seconds_total = float(state_dict.get("blocked_seconds_total", 0.0))
+        self.lost_steps_total = int(state_dict.get("lost_steps_total", 0))
+        self.checkpoints_committed = int(state_dict.get("checkpoints_committed", 0))
+        self.bytes_written_total = int(state_dict.get("bytes_written_total", 0))
+        self._save_cost_s = state_dict.get("save_cost_s", self._save_cost_s)
+        rng = state_dict.get("rng_states")
+        if rng:
+            # Now, while Lightning restores: before the fit loop builds its first dataloader iterator.
+            set_rng_states(rng)
+
+    # ------------------------------------------------------------------ fit start: check, resume
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != TrainerFn.FITTING.value:
+            return
+        self._active = not trainer.fast_dev_run
+        if not self._active:
+            rank_zero_info("SpotCheckpoint: off under fast_dev_run (no checkpoints written or resumed)")
+            return
+        error = None
+        if trainer.is_global_zero:
+            try:
+                self._storage.check_writable()
+                self._progress = read_progress(self._storage)
+            except Exception as err:  # noqa: BLE001 - reported on every rank below
+                error = err
+        message = trainer.strategy.broadcast(str(error) if error else None)
+        if error is not None:
+            raise error
+        if message:
+            raise RuntimeError(message)
+        self._restored_from = None
+        self.resumed_from = None
+        if self.resume:
+            self._install_resume(trainer)
+
+    def _install_resume(self, trainer: pl.Trainer) -> None:
+        """Wrap this trainer's ``resume_start`` for this fit: with no ``ckpt_path``, load our newest valid checkpoint.
+
+        Lightning picks ``ckpt_path`` before any hook runs, then calls ``_checkpoint_connector.resume_start(ckpt_path)``
+        after the ``setup`` hooks. Substituting there keeps an explicit ``ckpt_path`` (or ``trainer.ckpt_path = ...``)
+        winning and works for strategies that restore before or after ``strategy.setup``.
+        """
+        connector = trainer._checkpoint_connector
+        self._uninstall_resume(trainer)
+        original = connector.resume_start
+        self._orig_resume_start = original
+
+        def resume_start(checkpoint_path: Any = None, weights_only: Any = None) -> None:
+            self._uninstall_resume(trainer)
+            if checkpoint_path or trainer.state.fn != TrainerFn.FITTING:
+                self._restored_from = str(checkpoint_path) if checkpoint_path else None
+                return original(checkpoint_path, weights_only=weights_only)
+            loaded = self._load_newest_valid(trainer)
+            if loaded is None:
+                rank_zero_info(f"SpotCheckpoint: no committed checkpoint in {self.dirpath}; starting from scratch")
+                return original(None, weights_only=weights_only)
+            url, checkpoint = loaded
+            from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
+
+            connector._ckpt_path = url
+            connector._loaded_checkpoint = _pl_migrate_checkpoint(checkpoint, url)
+            self._restored_from = url
+            self.resumed_from = url
+            return None
+
+        connector.resume_start = resume_start
+
+    def _uninstall_resume(self, trainer: pl.Trainer) -> None:
+        connector = trainer._checkpoint_connector
+        if "resume_start" in vars(connector):
+            del connector.resume_start
+        self._orig_resume_start = None
+
+    def _load_newest_valid(self, trainer: pl.Trainer) -> tuple[str, dict[str, Any]] | None:
+        """Rank zero picks the newest checkpoint that verifies and loads; every rank loads that one."""
+        chosen: str | None = None
+        checkpoint = None
+        if trainer.is_global_zero:
+            for ref, data in iter_valid(self._storage, on_skip=rank_zero_warn):
+                try:
+                    checkpoint = load_bytes(data)
+                except Exception as err:  # noqa: BLE001 - a checkpoint that does not load is skipped like a corrupt one
+                    rank_zero_warn(f"skipping checkpoint {ref.url}: verifies but does not load: {err}")
+                    continue
+                chosen = ref.name
+                rank_zero_info(f"SpotCheckpoint: resuming from {ref.file_url} (global step {ref.global_step})")
+                break
+        chosen = trainer.strategy.broadcast(chosen)
+        if chosen is None:
+            return None
+        if checkpoint is None:  # other ranks
+            from mlcost_pl.checkpoint.manifest import verify
+
+            _, data = verify(self._storage, chosen)
+            checkpoint = load_bytes(data)
+        return self._storage.url_of(f"{chosen}/{CKPT_FILE}"), checkpoint
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._uninstall_resume(trainer)
+        if not self._active:
+            return
+        step = trainer.global_step
+        if self._restored_from and self.resume:
+            marker_step = int(self._progress.get("global_step", 0))
+            marker_lost = int(self._progress.get("lost_steps_total", 0))
+            lost = max(0, marker_step - step)
+            self.lost_steps_total = max(self.lost_steps_total, marker_lost) + lost
+            if lost:
+                rank_zero_info(f"SpotCheckpoint: {lost} steps done after that checkpoint by an earlier attempt are re-done")
+        self._last_saved_step = step if self._restored_from else None
+        self._last_save_time = time.monotonic()
+        if self._auto and self._save_cost_s is not None:
+            self._update_interval(trainer, announce=True)
+        if trainer.is_global_zero:
+            write_progress(self._storage, step, self.lost_steps_total)
+            self._last_progress_time = time.monotonic()
+
+    # ------------------------------------------------------------------ triggers
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self._active:
+            return
+        self._collect(trainer)
+        step = trainer.global_step
+        if step == self._last_saved_step or step == 0:
+            return
+        due = []
+        if self.every_n_steps and step % self.every_n_steps == 0:
+            due.append(f"every_n_steps={self.every_n_steps}")
+        if self._auto and self._save_cost_s is None:
+            due.append("first save, to measure the save cost for every_seconds='auto'")
+        elif self._interval_s is not None and time.monotonic() - self._last_save_time >= self._interval_s:
+            due.append(f"every {self._interval_s:.0f} s")
+        if trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due)
+        if due:
+            self._save(trainer, reason="; ".join(due), periodic=True)
+        elif trainer.is_global_zero and time.monotonic() - self._last_progress_time >= self.progress_every_seconds:
+            write_progress(self._storage, step, self.lost_steps_total)
+            self._last_progress_time = time.monotonic()
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._active:
+            return
+        if self.save_on_fit_end and trainer.global_step != self._last_saved_step:
+            self._save(trainer, reason="fit_end", periodic=False)
+        self._writer.wait()
+        self._collect(trainer)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        try:
+            self._writer.wait()
+            self._collect(trainer)
+        except Exception as err:  # noqa: BLE001 - do not mask the exception that stopped training
+            rank_zero_warn(f"SpotCheckpoint: an in-flight save also failed: {err}")
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._uninstall_resume(trainer)
+
+    # ------------------------------------------------------------------ saving
+    def save_now(self, trainer: pl.Trainer, reason: str = "manual") -> str:
+        """Write a synchronous, verified, committed checkpoint of the current state and return its file URL.
+
+        Waits for any in-flight async save first. Used for emergency (preemption) and budget stops.
+        """
+        url = self._save(trainer, reason=reason, periodic=False, force_sync=True)
+        assert url is not None
+        return url
+
+    def _save(self, trainer: pl.Trainer, reason: str, periodic: bool, force_sync: bool = False) -> str | None:
+        use_async = self.async_save and not force_sync
+        if trainer.is_global_zero and self._writer.busy:
+            if use_async and periodic and self.on_busy == "skip":
+                rank_zero_info(f"SpotCheckpoint: skipped a save at step {trainer.global_step} ({reason}): one is still in flight")
+                return None
+            rank_zero_info(f"SpotCheckpoint: waiting for the in-flight save before saving at step {trainer.global_step}")
+        waited0 = time.perf_counter()
+        self._writer.wait()
+        self._collect(trainer)
+        if torch.cuda.is_available() and trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        wait_s = start - waited0
+        step = trainer.global_step
+        self._dumping = True
+        try:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        finally:
+            self._dumping = False
+        name = trainer.strategy.broadcast(new_checkpoint_name(step) if trainer.is_global_zero else None)
+        meta = {"reason": reason, "epoch": trainer.current_epoch, "async": use_async}
+        url = self._storage.url_of(f"{name}/{CKPT_FILE}")
+        if trainer.is_global_zero:
+            if use_async:
+                snapshot = snapshot_to_cpu(checkpoint, self._pool)
+                del checkpoint
+                self._writer.submit(lambda: self._write(snapshot, name, step, meta))
+                blocked = time.perf_counter() - start + wait_s
+            else:
+                result = call_with_retries(lambda: self._write(checkpoint, name, step, meta), self._writer.retries, self._writer.backoff_s, self._on_retry)
+                blocked = time.perf_counter() - start + wait_s
+                self._writer.record(result)
+            self.last_save_seconds = blocked
+            self.blocked_seconds_total += blocked
+            self._log(trainer, {"checkpoint/blocked_s": blocked})
+            if self._auto:
+                self._save_cost_s = blocked if self._save_cost_s is None else 0.5 * self._save_cost_s + 0.5 * blocked
+            if not use_async:
+                self._collect(trainer)
+        trainer.strategy.barrier("SpotCheckpoint.save")
+        self._last_saved_step = step
+        self._last_save_time = time.monotonic()
+        if self._auto:
+            self._update_interval(trainer, announce=False)
+        return url
+
+    def _write(self, state: Any, name: str, step: int, meta: dict[str, Any]) -> _SaveResult:
+        """Serialize, commit (data, then manifest, then ``latest``), prune, record progress. Runs off-loop when async."""
+        start = time.perf_counter()
+        data = serialize(state)
+        ref, written = commit_checkpoint(self._storage, {CKPT_FILE: data}, step, meta, name=name)
+        deleted = apply_retention(self._storage, self.keep_last, name)
+        write_progress(self._storage, step, self.lost_steps_total)
+        return _SaveResult(ref.file_url, step, written, time.perf_counter() - start, deleted)
+
+    def _collect(self, trainer: pl.Trainer) -> None:
+        """Raise a failed background write; account and log the finished ones."""
+        self._writer.raise_if_failed()
+        for result in self._writer.pop_results():
+            self.checkpoints_committed += 1
+            self.bytes_written_total += result.bytes_written
+            self.last_checkpoint = result.url
+            self._last_write_s = result.write_seconds
+            self._log(
+                trainer,
+                {
+                    "checkpoint/written_bytes": float(result.bytes_written),
+                    "checkpoint/write_s": result.write_seconds,
+                    "checkpoint/committed_total": float(self.checkpoints_committed),
+                },
+                step=result.global_step,
+            )
+            if result.deleted:
+                rank_zero_info(f"SpotCheckpoint: keep_last={self.keep_last} removed {', '.join(result.deleted)}")
+
+    def _update_interval(self, trainer: pl.Trainer, announce: bool) -> None:
+        cost = self._save_cost_s or 0.0
+        # Never ask for saves faster than one can be written (async) - they would only be skipped.
+        interval = max(young_daly_interval(cost, self.mtbf_seconds), self._last_write_s)
+        previous = self._interval_s
+        self._interval_s = interval
+        self._log(trainer, {"checkpoint/interval_s": interval})
+        if announce or previous is None or abs(interval - previous) > 0.1 * previous:
+            rank_zero_info(
+                f"SpotCheckpoint: every_seconds='auto' -> saving every {interval:.1f} s "
+                f"(Young/Daly: sqrt(2 x {cost:.3f} s save x {self.mtbf_seconds:.0f} s MTBF))"
+            )
+
+    def _log(self, trainer: pl.Trainer, metrics: dict[str, float], step: int | None = None) -> None:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step if step is None else step)
+
+    def _on_retry(self, attempt: int, err: BaseException) -> None:
+        rank_zero_warn(f"SpotCheckpoint: writing to {self.dirpath} failed (attempt {attempt}), retrying: {err}")
