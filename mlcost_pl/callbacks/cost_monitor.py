@@ -69,6 +69,7 @@ class CostMonitor(Callback):
             projected total for the whole fit reaches it (after ``min_steps`` steps of evidence).
         ledger: where runs are recorded (a local path -> SQLite, ``*.jsonl`` or a remote fsspec URL -> JSON lines).
             ``None``: no ledger (and no anomaly alerts).
+        ledger_storage_options: fsspec options for a remote ledger (credentials, ``client_kwargs``).
         run_name: the name written to the ledger; default: the last folder of ``trainer.default_root_dir``.
         config_hash: what makes runs "similar"; default: a hash of the model/data hyper-parameters, instance,
             market, instance count, precision and planned steps.
@@ -120,6 +121,7 @@ class CostMonitor(Callback):
         max_usd: float | None = None,
         budget_on: str = "spent",
         ledger: str | None = None,
+        ledger_storage_options: Mapping[str, Any] | None = None,
         run_name: str | None = None,
         config_hash: str | None = None,
         alert_k: float | None = 2.0,
@@ -153,6 +155,7 @@ class CostMonitor(Callback):
         self.max_usd = None if max_usd is None else float(max_usd)
         self.budget_on = budget_on
         self.ledger_url = None if ledger is None else str(ledger)
+        self.ledger_storage_options = dict(ledger_storage_options) if ledger_storage_options else None
         self.run_name = run_name
         self.config_hash = config_hash
         self.alert_k = None if alert_k is None else float(alert_k)
@@ -241,7 +244,7 @@ class CostMonitor(Callback):
         self._stopping = False
         self._last_step = self._start_step = trainer.global_step
         if trainer.is_global_zero and self.ledger_url is not None:
-            self._ledger = open_ledger(self.ledger_url)  # bad locations fail here, before any training
+            self._ledger = open_ledger(self.ledger_url, self.ledger_storage_options)  # bad locations fail here, before any training
         rank_zero_info(
             f"CostMonitor: {self.instance} x {self.num_instances} on {self.market} = ${self.meter.usd_per_hour:.4g}/h"
             + (f", budget ${self.max_usd:.4g} ({self.budget_on})" if self.max_usd else "")
@@ -457,7 +460,7 @@ class CostMonitor(Callback):
         if not trainer.is_global_zero or self.ledger_url is None:
             return
         try:
-            ledger = self._ledger or open_ledger(self.ledger_url)
+            ledger = self._ledger or open_ledger(self.ledger_url, self.ledger_storage_options)
             ledger.upsert(self._row(trainer))
         except Exception as err:  # noqa: BLE001 - the run's result matters more than its ledger row
             rank_zero_warn(f"CostMonitor: could not write the ledger {self.ledger_url}: {err}")
@@ -517,6 +520,6 @@ def record_final_metrics(trainer: pl.Trainer, metrics: Mapping[str, float]) -> N
     try:
         row = monitor._row(trainer)
         row["metrics"].update({k: float(v) for k, v in metrics.items() if not k.startswith(("cost/", "gpu/"))})
-        open_ledger(monitor.ledger_url).upsert(row)
+        open_ledger(monitor.ledger_url, monitor.ledger_storage_options).upsert(row)
     except Exception as err:  # noqa: BLE001 - a report must not fail the run
         rank_zero_warn(f"CostMonitor: could not update the ledger {monitor.ledger_url}: {err}")

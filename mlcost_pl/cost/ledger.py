@@ -147,12 +147,12 @@ class SQLiteLedger(Ledger):
 class JSONLinesLedger(Ledger):
     """A JSON-lines ledger at any fsspec URL, rewritten whole on each upsert (see the module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         from fsspec.core import url_to_fs
 
         self.url = url
         try:
-            self.fs, self.path = url_to_fs(url)
+            self.fs, self.path = url_to_fs(url, **dict(storage_options or {}))
         except ImportError as err:
             proto = url.split("://", 1)[0]
             raise ImportError(f"ledger: {url}: the {proto}:// protocol needs a package: {err}") from err
@@ -191,8 +191,10 @@ class JSONLinesLedger(Ledger):
             self.fs.pipe_file(self.path, payload)  # one PUT: the object is replaced atomically
 
 
-def open_ledger(url: str | os.PathLike) -> Ledger:
+def open_ledger(url: str | os.PathLike, storage_options: Mapping[str, Any] | None = None) -> Ledger:
     """The ledger at ``url``: SQLite for a local path, JSON lines for ``*.jsonl`` or any remote fsspec URL.
+
+    ``storage_options`` go to fsspec (credentials, ``client_kwargs.endpoint_url``, ...) for a JSON-lines ledger.
 
     Raises:
         ValueError: a remote URL that asks for SQLite (SQLite needs a local file), or an unusable database file.
@@ -203,7 +205,7 @@ def open_ledger(url: str | os.PathLike) -> Ledger:
     if url.endswith(".jsonl") or not _is_local(url):
         if not _is_local(url) and url.endswith((".sqlite", ".db", ".sqlite3")):
             raise ValueError(f"ledger: {url}: SQLite ledgers must be local files; use a .jsonl name for a remote ledger")
-        return JSONLinesLedger(url)
+        return JSONLinesLedger(url, storage_options)
     return SQLiteLedger(url)
 
 

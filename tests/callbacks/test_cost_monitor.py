@@ -8,7 +8,6 @@ import json
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mlcost_pl.callbacks import CostMonitor
 from mlcost_pl.callbacks.cost_monitor import cost_summary_rows
 from mlcost_pl.cost import open_ledger
+from tests.helpers.runif import RunIf
 from tests.helpers.servers import webhook_server  # noqa: F401 - fixture
 
 DOCUMENTED = {"cost/usd_total", "cost/usd_per_step", "cost/usd_projected", "cost/usd_on_demand_equivalent",
@@ -55,9 +55,9 @@ class TickClock:
 
 
 def _trainer(tmp_path, callbacks, **kw):
-    kw = {"max_steps": 8, "log_every_n_steps": 2, "enable_progress_bar": False, "enable_model_summary": False,
+    kw = {"accelerator": "cpu", "devices": 1, "max_steps": 8, "log_every_n_steps": 2, "enable_progress_bar": False, "enable_model_summary": False,
           "enable_checkpointing": False, "logger": CSVLogger(tmp_path, name="csv", version=""), **kw}
-    return L.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, callbacks=callbacks, **kw)
+    return L.Trainer(default_root_dir=tmp_path, callbacks=callbacks, **kw)
 
 
 def test_logs_the_documented_keys_to_the_logger(tmp_path):
@@ -137,30 +137,53 @@ def test_budget_on_projection_stops_early(tmp_path):
     assert trainer.global_step == 2 and monitor.meter.usd_total < 20.0
 
 
-class StandInSpot(Callback):
-    """Duck-typed stand-in for SpotCheckpoint's read-only contract (save_now + counters) until issue3 lands."""
+def _spot(tmp_path, **kw):
+    from mlcost_pl.callbacks import SpotCheckpoint
 
-    def __init__(self, dirpath):
-        self.dirpath, self.blocked_seconds_total, self.lost_steps_total, self.calls = str(dirpath), 3.0, 2, []
-
-    def save_now(self, trainer, reason="manual"):
-        self.calls.append(reason)
-        path = f"{self.dirpath}/spot-{trainer.global_step}.ckpt"
-        trainer.save_checkpoint(path)
-        return path
+    return SpotCheckpoint(str(tmp_path / "ckpts"), **{"every_n_steps": None, "save_on_fit_end": False, **kw})
 
 
-def test_reads_spot_checkpoint_records_and_uses_it_for_the_budget_stop(tmp_path):
-    spot = StandInSpot(tmp_path)
-    monitor = CostMonitor("custom", usd_per_hour=3600.0, max_usd=6.0, clock=TickClock())
-    trainer = _trainer(tmp_path, [spot, monitor], logger=False)
-    with pytest.warns(UserWarning, match="budget"):
+def test_budget_stop_leaves_a_spot_checkpoint_that_resumes(tmp_path):
+    spot = _spot(tmp_path)
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, max_usd=4.0, clock=TickClock())
+    trainer = _trainer(tmp_path, [spot, monitor], max_steps=50, logger=False)
+    with pytest.warns(UserWarning, match="budget reached"):
         trainer.fit(TinyModule())
-    assert spot.calls == ["budget"] and monitor.budget_checkpoint.startswith(str(tmp_path / "spot-"))
-    figures = monitor.figures(trainer)
-    assert figures["cost/checkpoint_s"] == 3.0 and figures["cost/usd_checkpoint"] == pytest.approx(3.0)
-    assert figures["cost/lost_steps"] == 2 and figures["cost/usd_lost_preemption"] == pytest.approx(2 * monitor.meter.usd_per_step_overall)
-    assert "2 steps re-done" in dict(cost_summary_rows(trainer))["lost to preemption"]
+    stopped_at = trainer.global_step
+    assert monitor.budget_checkpoint == spot.last_checkpoint and monitor.budget_checkpoint.startswith(spot.dirpath)
+    assert not (tmp_path / "budget-stop.ckpt").exists()
+
+    from mlcost_pl.checkpoint import resolve_checkpoint
+
+    assert resolve_checkpoint(spot.dirpath) == monitor.budget_checkpoint  # the newest verified checkpoint
+    # Re-running with a bigger budget resumes automatically from it; the dollars carry over.
+    spot2 = _spot(tmp_path)
+    monitor2 = CostMonitor("custom", usd_per_hour=3600.0, max_usd=1000.0, clock=TickClock())
+    resumed = _trainer(tmp_path, [spot2, monitor2], max_steps=stopped_at + 3, logger=False)
+    resumed.fit(TinyModule())
+    assert spot2.resumed_from == monitor.budget_checkpoint and resumed.global_step == stopped_at + 3
+    assert monitor2.run_id == monitor.run_id and monitor2.meter.steps_total == stopped_at + 3
+    assert monitor2.meter.usd_total > monitor.meter.usd_total
+
+
+def test_reads_spot_checkpoint_records_lost_steps_and_checkpoint_time(tmp_path):
+    # First attempt: saves at step 4, runs to 6 (progress recorded every step), "dies" without a final save.
+    spot = _spot(tmp_path, every_n_steps=4, progress_every_seconds=1e-6)
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, clock=TickClock())
+    _trainer(tmp_path, [spot, monitor], max_steps=6, logger=False).fit(TinyModule())
+    assert spot.blocked_seconds_total > 0
+    # Second attempt resumes from step 4: steps 5-6 are re-done.
+    spot2 = _spot(tmp_path, every_n_steps=4)
+    monitor2 = CostMonitor("custom", usd_per_hour=3600.0, clock=TickClock())
+    trainer = _trainer(tmp_path, [spot2, monitor2], max_steps=8, logger=False)
+    trainer.fit(TinyModule())
+    figures = monitor2.figures(trainer)
+    assert figures["cost/lost_steps"] == 2 == spot2.lost_steps_total
+    assert figures["cost/usd_lost_preemption"] == pytest.approx(2 * monitor2.meter.usd_per_step_overall)
+    assert figures["cost/checkpoint_s"] == pytest.approx(spot2.blocked_seconds_total) and figures["cost/checkpoint_s"] > 0
+    assert figures["cost/usd_checkpoint"] == pytest.approx(spot2.blocked_seconds_total)  # $1/s
+    rows = dict(cost_summary_rows(trainer))
+    assert "2 steps re-done" in rows["lost to preemption"] and "SpotCheckpoint" in rows["techniques"]
 
 
 def test_alert_warns_and_posts_to_the_webhook(tmp_path, webhook_server):
@@ -218,3 +241,27 @@ def test_fit_twice_and_state_round_trip(tmp_path):
     twin.load_state_dict(state)
     assert twin.state_dict()["meter"] == state["meter"] and twin.run_id == monitor.run_id
     assert state["meter"]["steps_total"] == 4 and state["meter"]["segments"] == 2
+
+
+@pytest.mark.slow
+def test_ddp_budget_stop_is_collective(tmp_path):
+    """Two gloo processes: rank 0 decides, both stop at the same step (no hang), one checkpoint, one ledger row."""
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, max_usd=4.0, clock=TickClock(), ledger=str(tmp_path / "l.sqlite"))
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=50, logger=False, callbacks=[monitor],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(TinyModule())
+    assert (tmp_path / "budget-stop.ckpt").exists()
+    (row,) = open_ledger(tmp_path / "l.sqlite").rows()
+    assert row["status"] == "budget_stop" and row["num_instances"] == 1  # two CPU processes share one machine
+    assert row["samples"] == 2 * 8 * row["steps"]  # samples count every rank
+
+
+@pytest.mark.gpu
+@RunIf(cuda=True)
+def test_gpu_keys_and_instance_count_on_cuda(tmp_path):
+    monitor = CostMonitor("g5.xlarge")
+    trainer = _trainer(tmp_path, [monitor], logger=False, accelerator="gpu", devices=1)
+    trainer.fit(TinyModule())
+    assert monitor.num_instances == 1
+    assert {"gpu/mem_allocated_gb", "gpu/mem_reserved_max_gb"} <= set(monitor.last_metrics)
+    assert monitor.last_metrics["gpu/mem_reserved_max_gb"] > 0

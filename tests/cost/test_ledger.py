@@ -7,7 +7,6 @@ import sqlite3
 import pytest
 
 from mlcost_pl.cost import new_run_id, open_ledger
-from tests.helpers.servers import s3_server  # noqa: F401 - fixture
 from mlcost_pl.cost.ledger import JSONLinesLedger, SQLiteLedger
 
 
@@ -75,10 +74,11 @@ def test_bad_ledger_locations_are_named(tmp_path):
 
 
 def test_jsonl_ledger_on_s3(s3_server):
-    ledger = open_ledger("s3://ledgers/team/cost_ledger.jsonl")
+    url = f"{s3_server['bucket']}/ledgers/team/cost_ledger.jsonl"
+    ledger = open_ledger(url, s3_server["storage_options"])
     assert isinstance(ledger, JSONLinesLedger)
     _exercise(ledger)
     import fsspec
 
-    text = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_server}).cat_file("ledgers/team/cost_ledger.jsonl").decode()
+    text = fsspec.filesystem("s3", **s3_server["storage_options"]).cat_file(url).decode()
     assert len(text.splitlines()) == 2

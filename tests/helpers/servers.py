@@ -1,12 +1,8 @@
-"""Real servers on loopback for tests: an HTTP webhook receiver and a moto S3 server (import the fixtures)."""
+"""A real HTTP server on loopback for tests: a webhook receiver (import the fixture; S3 is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,39 +36,3 @@ def webhook_server():
     yield server
     server.shutdown()
     server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    """A moto S3 server (server mode, a real HTTP endpoint) on loopback; yields storage options for s3fs."""
-    pytest.importorskip("s3fs")
-    exe = shutil.which("moto_server") or None
-    port = _free_port()
-    cmd = [exe, "-H", "127.0.0.1", "-p", str(port)] if exe else [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("moto_server did not start")
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(key, value)
-    import fsspec
-
-    fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint}).mkdir("ledgers")
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)

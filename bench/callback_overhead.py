@@ -1,0 +1,124 @@
+"""Step time with every mlcost_pl callback of ``configs/callbacks/default.yaml`` on vs bare Lightning, same model.
+
+``uv run python -m bench.callback_overhead [--quick]``
+
+The callbacks are composed through Hydra from ``configs/callbacks/default.yaml`` (so callbacks other features add to
+the default group are covered automatically) and only those from ``mlcost_pl`` are kept. Checkpoint writes' own I/O is
+excluded by pointing save intervals beyond the run (``every_n_steps``/``every_seconds`` -> past the end, no save at fit
+end); the ledger is written at fit start/end, outside the timed steps. Both arms log to a CSVLogger every
+``log_every_n_steps`` (10) steps. Step time = wall time from the start of step ``warmup`` to the end of training,
+divided by the steps in between; arms alternate (interleaved) for several repeats; medians and the ratio are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+# Checkpoint-writing knobs pushed beyond the run, so checkpoint I/O does not count as callback overhead.
+NO_SAVES = {"every_n_steps": 10**9, "every_seconds": None, "save_on_fit_end": False, "every_n_train_steps": 10**9}
+
+
+class StepTimer(Callback):
+    """Wall time from the start of step ``warmup`` to the end of training (runs after every other callback)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.t0, self.t1, self.steps = warmup, None, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.warmup and self.t0 is None:
+            self.t0, self.step0 = time.perf_counter(), trainer.global_step
+
+    def on_train_end(self, trainer, pl_module):
+        self.t1, self.steps = time.perf_counter(), trainer.global_step - self.step0
+
+    @property
+    def step_s(self) -> float:
+        return (self.t1 - self.t0) / self.steps
+
+
+def mlcost_callbacks(tmp: str) -> tuple[list[Callback], list[str]]:
+    """Instantiate the mlcost_pl callbacks of ``configs/callbacks/default.yaml`` with saves pushed past the run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    from mlcost_pl.config import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["callbacks=default"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.log_dir = f"{tmp}/outputs"
+        cfg.hydra.runtime.output_dir = f"{tmp}/run"
+    HydraConfig.instance().set_config(cfg)
+    out, skipped = [], []
+    for name, node in cfg.callbacks.items():
+        if node is None or not str(node.get("_target_", "")).startswith("mlcost_pl."):
+            skipped.append(name)
+            continue
+        with open_dict(node):
+            for key, value in NO_SAVES.items():
+                if key in node:
+                    node[key] = value
+        out.append(instantiate(node))
+    return out, skipped
+
+
+def run_once(arm: str, backbone: str, image_size: int, steps: int, warmup: int, dm: Any, tmp: str) -> float:
+    from mlcost_pl.models import ImageClassifier
+
+    L.seed_everything(0, verbose=False)
+    model = ImageClassifier(backbone, num_classes=dm.num_classes, in_channels=1)
+    callbacks = mlcost_callbacks(tmp)[0] if arm == "mlcost" else []
+    timer = StepTimer(warmup)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, log_every_n_steps=10,
+        callbacks=[*callbacks, timer], logger=CSVLogger(tmp, name=f"{arm}"), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp,
+    )
+    trainer.fit(model, datamodule=dm)
+    return timer.step_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    args = parser.parse_args()
+    from mlcost_pl.data import DigitsDataModule
+
+    torch.set_num_threads(2)
+    repeats = 3 if args.quick else 5
+    cases = [("tiny_cnn", 16, 60 if args.quick else 150), ("resnet18", 32, 25 if args.quick else 60)]
+    warmup = 5
+    with tempfile.TemporaryDirectory() as tmp:
+        names = [type(c).__name__ for c in mlcost_callbacks(tmp)[0]]
+        print(f"mlcost_pl callbacks from configs/callbacks/default.yaml: {', '.join(names) or 'none'}")
+        print(f"{'model':<10} {'steps':>5} {'bare ms/step':>13} {'mlcost ms/step':>15} {'ratio':>7}  (medians of {repeats} interleaved repeats)")
+        for backbone, size, steps in cases:
+            dm = DigitsDataModule(image_size=size, batch_size=64)
+            times: dict[str, list[float]] = {"bare": [], "mlcost": []}
+            for r in range(repeats):
+                order = ("bare", "mlcost") if r % 2 == 0 else ("mlcost", "bare")
+                for arm in order:
+                    times[arm].append(run_once(arm, backbone, size, steps, warmup, dm, tmp))
+            bare, ours = statistics.median(times["bare"]), statistics.median(times["mlcost"])
+            print(f"{backbone:<10} {steps - warmup:>5} {bare * 1e3:>13.2f} {ours * 1e3:>15.2f} {ours / bare:>7.3f}")
+            print(f"           all bare: {[round(t * 1e3, 2) for t in times['bare']]}  all mlcost: {[round(t * 1e3, 2) for t in times['mlcost']]}")
+
+
+if __name__ == "__main__":
+    main()
