@@ -7,7 +7,7 @@ forward/backward/optimizer step and adds up the *unique storages* (deduplicated 
 * gradients after ``backward``,
 * optimizer state after ``optimizer.step()`` (AdamW's two moments, 8-bit quantized state, ...),
 * activations saved for backward, captured with ``torch.autograd.graph.saved_tensors_hooks`` during the forward
-  (parameters saved by an op are not counted twice).
+  (parameters saved by an op are not counted twice; several views of one storage count as the largest view).
 
 Their sum is the memory held at the peak of a step (end of forward: activations alive, plus the gradients and
 optimizer state kept from the previous step). It does not include allocator fragmentation, per-op scratch buffers
@@ -102,7 +102,9 @@ def measure_step_memory(
     def pack(t: torch.Tensor) -> torch.Tensor:
         key = _storage_key(t)
         if key is not None and key not in param_keys:
-            saved[key] = key[2]
+            # A slice of a big tensor (e.g. a batch cut from an in-memory dataset) holds only its own bytes for
+            # this step: count the largest view of each storage, not the whole storage.
+            saved[key] = max(saved.get(key, 0), min(key[2], t.numel() * t.element_size()))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -164,11 +164,32 @@ def test_bad_arguments_are_named(tmp_path):
         _trainer(cb, tmp_path).fit(HiddenLimitModel())
 
 
+class _RankLimitModel(HiddenLimitModel):
+    """Rank 0 fits 300, rank 1 only 200 (as when one GPU already holds more memory)."""
+
+    @property
+    def limit(self):
+        return (300, 200)[self.global_rank]
+
+    @limit.setter
+    def limit(self, value):
+        pass
+
+
+class _RecordBatch(Callback):
+    def __init__(self, folder):
+        self.folder = folder
+
+    def on_train_start(self, trainer, pl_module):
+        (self.folder / f"rank{trainer.global_rank}").write_text(str(pl_module.batch_size))
+
+
 @pytest.mark.slow
 def test_lightning_ddp_two_cpu_ranks_agree(tmp_path):
-    model = HiddenLimitModel(limit=120, batch_size=8)
+    model = _RankLimitModel(batch_size=8)
     cb = BatchSizeSearch(use_cache=False)
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[cb], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[cb, _RecordBatch(tmp_path)],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model)
-    assert 0.95 * 120 <= model.batch_size <= 120
+    sizes = [int((tmp_path / f"rank{r}").read_text()) for r in range(2)]
+    assert sizes[0] == sizes[1] and 0.95 * 200 <= sizes[0] <= 200
