@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlcost_pl.callbacks.store_config import StoreConfig
 from mlcost_pl.config import instantiate_group, register_resolvers
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
@@ -27,6 +28,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    # --- issue 5 (export): every checkpoint carries the resolved training config, for recipes.export ---
+    stores = [cb for cb in callbacks if isinstance(cb, StoreConfig)] or [StoreConfig()]
+    callbacks += [cb for cb in stores if cb not in callbacks]
+    for cb in stores:
+        cb.set_config(cfg)
+    # --- end issue 5 ---
     loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
