@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.callbacks.cost_monitor import cost_summary_rows, record_final_metrics
+from mlcost_pl.callbacks.store_config import StoreConfig
 from mlcost_pl.config import instantiate_group, register_resolvers
 from mlcost_pl.precision import resolve_precision
 from mlcost_pl.summary import print_summary
@@ -30,6 +31,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    # --- issue 5 (export): every checkpoint carries the resolved training config, for recipes.export ---
+    stores = [cb for cb in callbacks if isinstance(cb, StoreConfig)] or [StoreConfig()]
+    callbacks += [cb for cb in stores if cb not in callbacks]
+    for cb in stores:
+        cb.set_config(cfg)
+    # --- end issue 5 ---
     loggers = instantiate_group(cfg.get("logger"), "logger")
     precision, reason = resolve_precision(cfg.trainer.get("precision", "32-true"), accelerator=cfg.trainer.get("accelerator", "auto"))
     if reason != "set explicitly":

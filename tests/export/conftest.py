@@ -1,0 +1,68 @@
+"""A TinyCNN trained in-process on 8x8 digits (seconds), shared by the export tests."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mlcost_pl.data import DigitsDataModule
+from mlcost_pl.models import ImageClassifier
+
+
+def train_tiny(epochs: int = 12, seed: int = 0) -> tuple[ImageClassifier, DigitsDataModule]:
+    """A plain training loop (much cheaper than a Trainer for a test fixture); reaches ~0.95 val accuracy."""
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is faster, and much faster when the cores are shared
+    dm = DigitsDataModule(image_size=8, batch_size=64)
+    dm.setup("fit")
+    model = ImageClassifier("tiny_cnn", num_classes=10, in_channels=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(epochs):
+        for x, y in dm.train_dataloader():
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    torch.set_num_threads(threads)
+    return model.eval(), dm
+
+
+@pytest.fixture(scope="session")
+def _trained_once():
+    return train_tiny()
+
+
+@pytest.fixture
+def trained(_trained_once):
+    """``(model, datamodule)``: a fresh copy per test of the session's trained TinyCNN."""
+    model, dm = _trained_once
+    return copy.deepcopy(model), dm
+
+
+def val_accuracy(model: torch.nn.Module, dm: DigitsDataModule) -> float:
+    dm.setup("validate")
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in dm.val_dataloader():
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct / total
+
+
+class CalibrationShift:
+    """The digits DataModule with its training split scaled by ``scale``: a deliberately bad calibration set."""
+
+    def __init__(self, dm: DigitsDataModule, scale: float) -> None:
+        self.dm, self.scale = dm, scale
+
+    def setup(self, stage: str | None = None) -> None:
+        self.dm.setup(stage)
+
+    def train_dataloader(self):
+        return [(x * self.scale, y) for x, y in self.dm.train_dataloader()]
+
+    def val_dataloader(self):
+        return self.dm.val_dataloader()
