@@ -199,6 +199,22 @@ class SpotCheckpoint(Callback):
         self._active = True
         self._dumping = False
 
+    # ------------------------------------------------------------------ pickling (ddp_spawn sends callbacks over)
+    def __getstate__(self) -> dict[str, Any]:
+        if self._writer.busy:
+            self._writer.wait()
+        state = dict(self.__dict__)
+        state["_writer"] = (self._writer.retries, self._writer.backoff_s)
+        state["_pool"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        retries, backoff_s = state.pop("_writer")
+        self.__dict__.update(state)
+        self._writer = AsyncWriter(retries=retries, backoff_s=backoff_s)
+        self._writer.on_retry = self._on_retry
+        self._pool = BufferPool()
+
     # ------------------------------------------------------------------ identity and state
     @property
     @override
