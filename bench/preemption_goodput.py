@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     names = {"ours": "(a) SpotCheckpoint + PreemptionHandler", "baseline": "(b) ModelCheckpoint/epoch + ckpt_path=last"}
     for m in ("ours", "baseline"):
         x = med[m]
-        print(f"{names[m]:42s} {x['useful']:7.0f} {x['executed']:9.0f} {x['goodput']:8.3f} {x['preemptions']:8.0f} {x['wall_s']:7.1f}")
+        print(f"{names[m]:42s} {x['useful']:7.0f} {x['executed']:9.0f} {x['goodput']:8.3f} {x['preemptions']:8.1f} {x['wall_s']:7.1f}")
     print(f"goodput ratio ours/baseline: {med['ours']['goodput'] / med['baseline']['goodput']:.3f}  "
           f"(goal: ours >= 0.99: {'met' if med['ours']['goodput'] >= 0.99 else 'NOT met'})")
 

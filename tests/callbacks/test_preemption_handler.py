@@ -49,6 +49,16 @@ class EveryOther(Sampler):
         return self.n
 
 
+def test_state_round_trip():
+    a = PreemptionHandler()
+    a.preemptions, a.seed = 2, 1234
+    b = PreemptionHandler()
+    b.load_state_dict(a.state_dict())
+    assert (b.preemptions, b.seed) == (2, 1234) and b._rng_to_restore is not None
+    b.load_state_dict({})  # an old checkpoint without our keys still loads
+    assert b.preemptions == 0
+
+
 def _fit(tmp_path, loader_fn, recorder, exit_on_notice=False, epochs=2):
     """Fit (resuming automatically from ``tmp_path`` through SpotCheckpoint)."""
     L.seed_everything(0, verbose=False)
@@ -122,6 +132,7 @@ def _progress(path: Path) -> tuple[int, int]:
 
 
 def _interrupt(d: Path, at_step: int, sig: int, expect_rc: int, timeout: float = 240) -> str:
+    (d / "progress").unlink(missing_ok=True)  # only this child's progress counts
     proc = _spawn(d)
     try:
         end = time.monotonic() + timeout
