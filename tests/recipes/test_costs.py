@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_train_prints_a_cost_table_and_costs_compares_runs(tmp_path, capsys):
-    for _ in range(2):
-        cfg = compose_cfg("train", fast_overrides("callbacks.cost_monitor.prices.custom.on_demand=2.5"), tmp_path)
+    for i in range(2):  # two separate runs (separate checkpoint folders, so the second does not resume the first)
+        overrides = fast_overrides("callbacks.cost_monitor.prices.custom.on_demand=2.5", f"paths.checkpoint_dir={tmp_path}/ckpt{i}")
+        cfg = compose_cfg("train", overrides, tmp_path)
         metrics, _ = train(cfg)
         assert metrics["cost/usd_total"] > 0
     out = capsys.readouterr().out
