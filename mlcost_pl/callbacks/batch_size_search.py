@@ -65,7 +65,9 @@ class BatchSizeSearch(Callback):
         max_memory_gb: memory budget per device in GiB; required to find a limit on CPU (which does not raise OOM
             until the machine swaps), optional on CUDA (stricter than the card).
         keep_global_batch: keep ``batch_size * accumulate_grad_batches * world_size`` constant by choosing a divisor
-            of it and setting ``trainer.accumulate_grad_batches``; the optimisation is then unchanged.
+            of it and setting ``trainer.accumulate_grad_batches``; the optimisation is then unchanged (the default, so
+            the callback is safe to leave on: a batch that does not fit becomes accumulated smaller batches). With
+            ``False`` the found size is used as is and the global batch changes (see ``lr_scaling``).
         global_batch_size: the global batch to keep; ``None``: the one configured at fit start.
         lr_scaling: when the global batch changes, scale the learning rates by the ratio (``"linear"``), its square
             root (``"sqrt"``), or not (``"none"``).
@@ -112,7 +114,7 @@ class BatchSizeSearch(Callback):
         warmup_steps: int = 1,
         measure_steps: int = 3,
         max_memory_gb: float | None = None,
-        keep_global_batch: bool = False,
+        keep_global_batch: bool = True,
         global_batch_size: int | None = None,
         lr_scaling: str = "none",
         batch_arg_name: str = "batch_size",

@@ -46,18 +46,18 @@ def test_max_fit_finds_the_hidden_oom_limit_in_12_trials_and_keeps_the_global_ba
 
 def test_cache_hit_skips_the_search(tmp_path):
     first = HiddenLimitModel(limit=200)
-    cb1 = BatchSizeSearch(cache_dir=tmp_path / "cache")
+    cb1 = BatchSizeSearch(keep_global_batch=False, cache_dir=tmp_path / "cache")
     _trainer(cb1, tmp_path).fit(first)
     assert cb1.result.num_trials > 5
     second = HiddenLimitModel(limit=200)
-    cb2 = BatchSizeSearch(cache_dir=tmp_path / "cache")
+    cb2 = BatchSizeSearch(keep_global_batch=False, cache_dir=tmp_path / "cache")
     _trainer(cb2, tmp_path).fit(second)
     assert cb2.metrics["batch_size_search/cache_hit"] == 1 and cb2.metrics["batch_size_search/trials"] == 0
     assert second.seen == [second.batch_size] * 2  # only the two real training steps ran
     assert second.batch_size == first.batch_size == cb1.result.batch_size
     # a different input shape is a different key: it searches again
     third = HiddenLimitModel(limit=200, in_features=8)
-    cb3 = BatchSizeSearch(cache_dir=tmp_path / "cache")
+    cb3 = BatchSizeSearch(keep_global_batch=False, cache_dir=tmp_path / "cache")
     _trainer(cb3, tmp_path).fit(third)
     assert cb3.metrics["batch_size_search/cache_hit"] == 0
 
@@ -106,7 +106,7 @@ def test_state_is_restored_bit_exactly_after_a_search_mid_training(tmp_path, mod
 def test_lr_scaling_linear_and_sqrt(tmp_path):
     for scaling, expect in (("linear", lambda r: r), ("sqrt", math.sqrt), ("none", lambda r: 1.0)):
         model = HiddenLimitModel(limit=64, batch_size=16, lr=0.01)
-        cb = BatchSizeSearch(init_batch_size=16, safety_margin=0.0, lr_scaling=scaling, use_cache=False)
+        cb = BatchSizeSearch(init_batch_size=16, safety_margin=0.0, lr_scaling=scaling, keep_global_batch=False, use_cache=False)
         trainer = _trainer(cb, tmp_path, steps=1)
         trainer.fit(model)
         ratio = model.batch_size / 16
@@ -146,7 +146,7 @@ def test_cpu_memory_budget_from_measured_peak(tmp_path):
 
 def test_throughput_mode_picks_a_measured_size_within_tolerance(tmp_path):
     model = HiddenLimitModel(limit=256, batch_size=8)
-    cb = BatchSizeSearch(mode="throughput", init_batch_size=16, throughput_tolerance=0.1, use_cache=False)
+    cb = BatchSizeSearch(mode="throughput", init_batch_size=16, throughput_tolerance=0.1, keep_global_batch=False, use_cache=False)
     _trainer(cb, tmp_path, steps=1).fit(model)
     speeds = cb.result.samples_per_s
     assert set(speeds) <= {16, 32, 64, 128, 256} and cb.result.batch_size in speeds
@@ -187,9 +187,24 @@ class _RecordBatch(Callback):
 @pytest.mark.slow
 def test_lightning_ddp_two_cpu_ranks_agree(tmp_path):
     model = _RankLimitModel(batch_size=8)
-    cb = BatchSizeSearch(use_cache=False)
+    cb = BatchSizeSearch(keep_global_batch=False, use_cache=False)
     trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[cb, _RecordBatch(tmp_path)],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model)
     sizes = [int((tmp_path / f"rank{r}").read_text()) for r in range(2)]
     assert sizes[0] == sizes[1] and 0.95 * 200 <= sizes[0] <= 200
+
+
+def test_from_hydra_on_top_of_the_default_callbacks(tmp_path):
+    from recipes.train import train
+    from tests.helpers.cfg import compose_cfg, fast_overrides
+
+    overrides = fast_overrides(
+        "callbacks=[default,batch_size_search]", "data.batch_size=512", "trainer.limit_train_batches=2", "test=false",
+        "callbacks.batch_size_search.max_memory_gb=0.004", f"callbacks.batch_size_search.cache_dir={tmp_path / 'cache'}",
+    )
+    _, objects = train(compose_cfg("train", overrides, tmp_path))
+    cb = next(c for c in objects["trainer"].callbacks if isinstance(c, BatchSizeSearch))
+    found, batch = cb.result.batch_size, objects["datamodule"].batch_size
+    assert 1 <= found < 512 and batch <= found  # 512 does not fit in 4 MiB on tiny_cnn 16x16
+    assert batch * objects["trainer"].accumulate_grad_batches == 512  # global batch kept
