@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -139,6 +140,11 @@ class PreemptionHandler(Callback):
         self._rng_to_restore: dict[str, Any] | None = None
         self._warned: set[str] = set()
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: running watcher threads stay behind
+        state = self.__dict__.copy()
+        state["_watchers"], state["_spot"] = [], None
+        return state
+
     @property
     def state_key(self) -> str:
         return "PreemptionHandler"
@@ -154,7 +160,7 @@ class PreemptionHandler(Callback):
             raise ValueError(
                 "callbacks: PreemptionHandler needs a SpotCheckpoint on the same Trainer to write the emergency "
                 "checkpoint; add mlcost_pl.callbacks.SpotCheckpoint(dirpath=...) to the callbacks "
-                "(Hydra: callbacks=[spot_checkpoint,preemption])"
+                "(Hydra: callbacks=spot or callbacks=default)"
             )
         if self.seed is None:  # not restored from a checkpoint: from the global seed (seed_everything), no RNG draw
             self.seed = int(torch.initial_seed() % (2**62))
@@ -162,7 +168,12 @@ class PreemptionHandler(Callback):
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.notice.clear()
-        self.notice.install()
+        if threading.current_thread() is threading.main_thread():
+            self.notice.install()
+        elif "thread" not in self._warned:
+            self._warned.add("thread")
+            rank_zero_warn("PreemptionHandler: training runs outside the main thread, so signals cannot be caught "
+                           "here; only the cloud watchers (watchers=[...]) can deliver a notice")
         if trainer.local_rank == 0:  # one poller per machine; the flag reduction spreads it to every rank
             self._watchers = [make_watcher(n, self.notice.set, self.metadata_url, self.poll_seconds).start() for n in self.watcher_names]
         mid_epoch = self._prepare_loaders(trainer, resuming=True) if self.exact_resume else False

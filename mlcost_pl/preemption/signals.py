@@ -78,6 +78,18 @@ class SignalNotice:
         self._event.clear()
         self.reason = self.received_at = None
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable (ddp_spawn): the event and installed handlers stay behind
+        state = self.__dict__.copy()
+        state["_event"], state["_previous"] = self._event.is_set(), {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        was_set = state.pop("_event")
+        self.__dict__.update(state)
+        self._event = threading.Event()
+        if was_set:
+            self._event.set()
+
     def install(self) -> None:
         """Replace the handlers of ``signals`` (main thread only); ``restore()`` puts the previous ones back."""
         if threading.current_thread() is not threading.main_thread():

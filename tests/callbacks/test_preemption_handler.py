@@ -49,6 +49,18 @@ class EveryOther(Sampler):
         return self.n
 
 
+def test_on_by_default_next_to_spot_checkpoint(tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.helpers.cfg import compose_cfg, fast_overrides
+
+    for group in ("default", "spot"):
+        cfg = compose_cfg("train", fast_overrides(f"callbacks={group}"), tmp_path)
+        assert {"spot_checkpoint", "preemption"} <= set(cfg.callbacks)
+        handler = instantiate(cfg.callbacks.preemption)
+        assert isinstance(handler, PreemptionHandler) and handler.notice.signals == (signal.SIGTERM, signal.SIGUSR1)
+
+
 def test_state_round_trip():
     a = PreemptionHandler()
     a.preemptions, a.seed = 2, 1234
@@ -57,6 +69,10 @@ def test_state_round_trip():
     assert (b.preemptions, b.seed) == (2, 1234) and b._rng_to_restore is not None
     b.load_state_dict({})  # an old checkpoint without our keys still loads
     assert b.preemptions == 0
+    import pickle
+
+    c = pickle.loads(pickle.dumps(a))  # ddp_spawn pickles the callbacks
+    assert c.notice.signals == a.notice.signals and not c.notice.is_set() and c.seed == 1234
 
 
 def _fit(tmp_path, loader_fn, recorder, exit_on_notice=False, epochs=2):
