@@ -32,7 +32,8 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path is required: ckpt_path=<path or URL of a recipes.train .ckpt> (or verify=<out_dir>)")
     L.seed_everything(cfg.seed, workers=True)
-    ckpt = load_training_checkpoint(cfg.ckpt_path, OmegaConf.to_container(cfg.get("data_overrides") or {}))
+    overrides = cfg.get("data_overrides")
+    ckpt = load_training_checkpoint(cfg.ckpt_path, OmegaConf.to_container(overrides, resolve=True) if overrides else {})
     options = OmegaConf.to_container(cfg.export, resolve=True)
     source = {"ckpt_path": str(cfg.ckpt_path), "model": ckpt.config.get("model"), "data": ckpt.config.get("data")}
     report = export(ckpt.module, ckpt.datamodule, cfg.out_dir, source=source, **options)

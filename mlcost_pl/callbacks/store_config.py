@@ -20,9 +20,12 @@ def plain_config(cfg: Any) -> dict[str, Any]:
         >>> plain_config({"model": {"backbone": "tiny_cnn"}, "hydra": {"run": {}}})
         {'model': {'backbone': 'tiny_cnn'}}
     """
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf, open_dict
 
     if isinstance(cfg, DictConfig):
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.pop("hydra", None)  # Hydra's own settings: not training config, and partly unresolvable outside a job
         cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     if not isinstance(cfg, Mapping):
         raise ValueError(f"cfg must be a mapping or DictConfig, got {type(cfg).__name__}")

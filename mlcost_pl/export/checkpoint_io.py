@@ -77,9 +77,11 @@ def load_training_checkpoint(url: str, data_overrides: dict[str, Any] | None = N
     data_cfg = OmegaConf.merge(OmegaConf.create(config["data"]), OmegaConf.create(dict(data_overrides or {})))
     datamodule = instantiate(data_cfg)
     model_cfg = {k: v for k, v in config["model"].items() if k not in ("optimizer", "scheduler")}
-    model_cfg["weights"] = None  # the checkpoint holds the weights: never download
-    model_cfg["weights_path"] = None
-    model_cfg["num_classes"] = datamodule.num_classes
+    for key in ("weights", "weights_path"):  # the checkpoint holds the weights: never download
+        if key in model_cfg:
+            model_cfg[key] = None
+    if "num_classes" in model_cfg and hasattr(datamodule, "num_classes"):
+        model_cfg["num_classes"] = datamodule.num_classes
     module = instantiate(OmegaConf.create(model_cfg))
     try:
         module.load_state_dict(ckpt["state_dict"], strict=True)

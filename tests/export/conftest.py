@@ -52,20 +52,20 @@ def val_accuracy(model: torch.nn.Module, dm: DigitsDataModule) -> float:
     return correct / total
 
 
-class CalibrationShift:
-    """The digits DataModule with its training split scaled by ``scale``: a deliberately bad calibration set."""
+class ShiftedDigits(DigitsDataModule):
+    """Digits with the training split scaled by ``calibration_scale``: a deliberately bad calibration set."""
 
-    def __init__(self, dm: DigitsDataModule, scale: float) -> None:
-        self.dm, self.scale = dm, scale
-
-    def setup(self, stage: str | None = None) -> None:
-        self.dm.setup(stage)
+    def __init__(self, calibration_scale: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calibration_scale = calibration_scale
 
     def train_dataloader(self):
-        return [(x * self.scale, y) for x, y in self.dm.train_dataloader()]
+        return [(x * self.calibration_scale, y) for x, y in super().train_dataloader()]
 
-    def val_dataloader(self):
-        return self.dm.val_dataloader()
+
+def CalibrationShift(dm: DigitsDataModule, scale: float) -> ShiftedDigits:  # noqa: N802 - reads like a class
+    """``dm``'s data with its training split scaled by ``scale``."""
+    return ShiftedDigits(scale, image_size=dm.hparams.image_size, batch_size=dm.batch_size)
 
 
 class ConvOnly(torch.nn.Module):
