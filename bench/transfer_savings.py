@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats instead of 3")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--backbone", default="tiny_cnn")
+    parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--target", type=float, default=0.95, help="validation accuracy to reach on digits 5-9")
     parser.add_argument("--pretrain-epochs", type=int, default=8)
     parser.add_argument("--max-epochs", type=int, default=30)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         weights = str(Path(tmp) / "backbone_0-4.pt")
         pre_s, pre_acc = pretrain(args, Path(weights))
-        print(f"pretrain on digits 0-4: {pre_s:.1f} s, {args.pretrain_epochs} epochs, val acc {pre_acc:.3f} (not counted)")
+        print(f"pretrain on digits 0-4: {pre_s:.1f} s, {args.pretrain_epochs} epochs, val acc {pre_acc:.3f} (not counted)", flush=True)
         results: dict[str, list[dict[str, Any]]] = {a: [] for a in arms}
         for rep in range(repeats):
             for arm in arms:

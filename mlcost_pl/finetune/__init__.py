@@ -7,6 +7,7 @@ from mlcost_pl.finetune.feature_cache import FeatureCache
 from mlcost_pl.finetune.freezing import count_parameters, freeze, resolve_modules, split_groups, unfreeze
 from mlcost_pl.finetune.optim import add_param_group
 from mlcost_pl.finetune.schedule import UnfreezeSchedule
+from mlcost_pl.finetune.weights import save_weights
 
 __all__ = [
     "FeatureCache",
@@ -15,6 +16,7 @@ __all__ = [
     "count_parameters",
     "freeze",
     "resolve_modules",
+    "save_weights",
     "split_groups",
     "unfreeze",
 ]

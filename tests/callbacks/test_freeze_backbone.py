@@ -47,7 +47,8 @@ def _dm(**kw) -> DigitsDataModule:
 
 
 class Record(Callback):
-    """Snapshot BN running mean, a conv weight and the optimizer's LRs at every train epoch end."""
+    """Snapshot the optimizer's LRs at every train epoch start (after FreezeBackbone's), BN running mean and a conv
+    weight at every train epoch end."""
 
     def __init__(self) -> None:
         self.bn, self.conv, self.lrs = [], [], []
@@ -55,6 +56,8 @@ class Record(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         self.bn.append(pl_module.backbone.features[1].running_mean.clone())
         self.conv.append(pl_module.backbone.features[0].weight.detach().clone())
+
+    def on_train_epoch_start(self, trainer, pl_module):
         self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
 
 
@@ -89,6 +92,7 @@ def test_bn_stats_frozen_then_moving_after_unfreeze_and_scheduler_drives_new_gro
     assert rec.lrs[0] == [pytest.approx(1e-2)]
     assert rec.lrs[1] == [pytest.approx(5e-3), pytest.approx(5e-4)]
     assert rec.lrs[2] == [pytest.approx(2.5e-3), pytest.approx(2.5e-4)]
+    assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == [pytest.approx(1e-2), pytest.approx(1e-3)]
     assert trainer.callback_metrics["finetune/epoch_s_unfrozen"] > 0
 
 
