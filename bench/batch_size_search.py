@@ -185,7 +185,7 @@ def main() -> None:
     torch.set_num_threads(2)
     repeats = 3 if args.quick else 5
     max_fit_part(args.limit_mb, repeats)
-    throughput_part(repeats, steps=3 if args.quick else 5)
+    throughput_part(repeats, steps=5 if args.quick else 9)
 
 
 if __name__ == "__main__":

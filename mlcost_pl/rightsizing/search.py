@@ -140,7 +140,7 @@ def throughput_search(
     max_batch_size: int | None = None,
     tolerance: float = 0.05,
     max_trials: int = 16,
-    patience: int = 2,
+    patience: int = 3,
 ) -> SearchResult:
     """Measure samples/s at ``init * 2**k`` until a batch does not fit, the bound, or ``patience`` drops; pick one.
 
