@@ -2,7 +2,8 @@
 
 ``uv run python -m bench.checkpoint_stall [--quick] [--dirpath DIR]``
 
-One model (ResNet-18 + AdamW: ~11 M parameters, ~135 MB of checkpoint), one storage target (a local folder), one run:
+One model (default: a 2048-wide MLP + AdamW, 8.9 M parameters, ~107 MB of checkpoint, cheap steps so the shared CPU
+finishes; ``--model resnet18`` for ResNet-18 + AdamW, ~135 MB), one storage target (a local folder), one run:
 the three variants are interleaved, several repeats each. The blocked time of a checkpoint is the wall time of the
 checkpoint callback's ``on_train_batch_end`` call that saved it (the same external stopwatch for all three). Prints the
 median per variant and the ratios; the goal is async <= 10 % of a synchronous save.
@@ -41,7 +42,25 @@ def _stopwatch(callback: Callback, every: int, samples: list[float]) -> None:
     callback.on_train_batch_end = timed  # type: ignore[method-assign]
 
 
-def _run(variant: str, dirpath: Path, every: int, saves: int, image: int) -> list[float]:
+class WideMLP(L.LightningModule):
+    """Tens of MB of state (weights + AdamW moments) for little compute per step."""
+
+    def __init__(self, width: int = 2048) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(256, width), torch.nn.ReLU(), torch.nn.Linear(width, width), torch.nn.ReLU(),
+            torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 10),
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+
+
+def _run(variant: str, dirpath: Path, every: int, saves: int, image: int, model_name: str) -> list[float]:
     L.seed_everything(0, verbose=False)
     if variant == "lightning":
         cb: Callback = ModelCheckpoint(dirpath=dirpath, every_n_train_steps=every, save_top_k=-1, save_on_train_epoch_end=False)
@@ -52,7 +71,7 @@ def _run(variant: str, dirpath: Path, every: int, saves: int, image: int) -> lis
     steps = every * saves
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(steps * 8, 1, image, image, generator=g), torch.randint(0, 10, (steps * 8,), generator=g))
-    model = ImageClassifier("resnet18", num_classes=10, in_channels=1)
+    model = ImageClassifier("resnet18", num_classes=10, in_channels=1) if model_name == "resnet18" else WideMLP()
     trainer = L.Trainer(
         max_steps=steps, callbacks=[cb], logger=False, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=variant == "lightning", limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu",
@@ -67,7 +86,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 repeats x 3 checkpoints per variant")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--dirpath", default=None, help="local folder to write to (default: a temporary folder)")
-    parser.add_argument("--every", type=int, default=20, help="steps between checkpoints (enough for a background write to finish)")
+    parser.add_argument("--model", choices=["mlp", "resnet18"], default="mlp")
+    parser.add_argument("--every", type=int, default=40, help="steps between checkpoints (enough for a background write to finish)")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 4)
     saves = 3 if args.quick else 5
@@ -76,10 +96,11 @@ def main() -> None:
     results: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(repeats):
         for v in variants if r % 2 == 0 else reversed(variants):
-            results[v] += _run(v, root / f"{v}-{r}", args.every, saves, image=16)
+            results[v] += _run(v, root / f"{v}-{r}", args.every, saves, image=16, model_name=args.model)
             print(f"repeat {r + 1}/{repeats} {v:9s} blocked per checkpoint: {', '.join(f'{s:.3f}' for s in results[v][-saves:])} s", flush=True)
     med = {v: statistics.median(results[v]) for v in variants}
-    print(f"\nResNet-18 + AdamW (checkpoint ~135 MB), local folder {root}, {repeats} repeats x {saves} checkpoints each")
+    what = "ResNet-18 + AdamW (~135 MB checkpoint)" if args.model == "resnet18" else "2048-wide MLP + AdamW (~107 MB checkpoint)"
+    print(f"\n{what}, local folder {root}, every {args.every} steps, {repeats} repeats x {saves} checkpoints each")
     print(f"{'variant':28s} {'median blocked s':>18s} {'vs sync':>9s} {'vs Lightning':>13s}")
     names = {"async": "SpotCheckpoint async", "sync": "SpotCheckpoint sync", "lightning": "Lightning ModelCheckpoint"}
     for v in variants:
