@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mlcost_pl.callbacks import SpotCheckpoint
 from mlcost_pl.checkpoint import CheckpointDirError, CheckpointStorage, CheckpointWriteError, find_latest_valid
 from mlcost_pl.checkpoint.manifest import CKPT_FILE, MANIFEST, list_checkpoints, load_bytes
+from tests.helpers.runif import RunIf
 
 
 class TinyModel(L.LightningModule):
@@ -70,6 +71,7 @@ class RecordingLogger(Logger):
 
 def _trainer(spot: SpotCheckpoint | None, logger: Logger | bool = False, **kw: Any) -> L.Trainer:
     kw.setdefault("max_epochs", 2)
+    kw.setdefault("accelerator", "cpu")
     return L.Trainer(
         callbacks=[spot] if spot else [],
         logger=logger,
@@ -77,7 +79,6 @@ def _trainer(spot: SpotCheckpoint | None, logger: Logger | bool = False, **kw: A
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
-        accelerator="cpu",
         **kw,
     )
 
@@ -222,11 +223,12 @@ def test_async_background_error_is_retried_then_raised(tmp_path):
                 shutil.rmtree(d)
                 d.write_text("in the way")
 
-    with pytest.raises(CheckpointWriteError, match="after 2 attempts"):
-        _trainer(None, callbacks=[BreakStorage(), spot], max_epochs=1).fit(TinyModel()) if False else L.Trainer(
-            callbacks=[BreakStorage(), spot], logger=False, enable_progress_bar=False, enable_model_summary=False,
-            enable_checkpointing=False, max_epochs=1, accelerator="cpu",
-        ).fit(TinyModel())
+    trainer = L.Trainer(
+        callbacks=[BreakStorage(), spot], logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, max_epochs=1, accelerator="cpu",
+    )
+    with pytest.warns(UserWarning, match="attempt 1"), pytest.raises(CheckpointWriteError, match="after 2 attempts"):
+        trainer.fit(TinyModel())
 
 
 def test_save_now_and_fit_twice_round_trip(tmp_path):
@@ -281,3 +283,20 @@ def test_every_seconds_auto_measures_and_announces(tmp_path, capsys):
     assert intervals and intervals[0] > 0
     # first save at step 1 measured the cost; then sqrt(2 x cost x 6 h) is far longer than this fit
     assert [int(n.split("-")[1]) for n in list_checkpoints(CheckpointStorage(str(tmp_path / "ck")))] == [4, 1]
+
+
+@pytest.mark.gpu
+@RunIf(cuda=True)
+def test_cuda_async_snapshot_and_amp_scaler_resume(tmp_path):
+    d = str(tmp_path / "ck")
+    L.seed_everything(0, verbose=False)
+    spot = SpotCheckpoint(d, every_n_steps=2, async_save=True)
+    trainer = _trainer(spot, max_epochs=1, accelerator="gpu", devices=1, precision="16-mixed")
+    trainer.fit(TinyModel())
+    scale = trainer.precision_plugin.scaler.get_scale()
+    saved = load_bytes(CheckpointStorage(d).read(f"{list_checkpoints(CheckpointStorage(d))[0]}/{CKPT_FILE}"))
+    assert all(t.device.type == "cpu" for t in saved["state_dict"].values())
+    spot2 = SpotCheckpoint(d, every_n_steps=2, async_save=True)
+    trainer2 = _trainer(spot2, max_epochs=1, accelerator="gpu", devices=1, precision="16-mixed")
+    trainer2.fit(TinyModel())  # nothing left to train: only the restore happens
+    assert spot2.resumed_from is not None and trainer2.precision_plugin.scaler.get_scale() == scale
