@@ -31,9 +31,9 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Any]:
         return result
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path is required: ckpt_path=<path or URL of a recipes.train .ckpt> (or verify=<out_dir>)")
-    L.seed_everything(cfg.seed, workers=True)
     overrides = cfg.get("data_overrides")
     ckpt = load_training_checkpoint(cfg.ckpt_path, OmegaConf.to_container(overrides, resolve=True) if overrides else {})
+    L.seed_everything(cfg.seed, workers=True)
     options = OmegaConf.to_container(cfg.export, resolve=True)
     source = {"ckpt_path": str(cfg.ckpt_path), "model": ckpt.config.get("model"), "data": ckpt.config.get("data")}
     report = export(ckpt.module, ckpt.datamodule, cfg.out_dir, source=source, **options)
@@ -48,6 +48,9 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Any]:
         kept = report["gate"]["kept_fp32"]
         rows.append(("gate", f"drop {report['gate']['drop']:.4f} <= {report['gate']['max_drop']}, "
                              f"{len(kept)} layer(s) kept in fp32"))
+    out = report["out_dir"]
+    rows.append(("verify with", f"python -m recipes.export verify={out!r}" if "=" in out or "," in out
+                 else f"python -m recipes.export verify={out}"))
     print_summary("mlcost_pl export", rows)
     return report
 

@@ -94,7 +94,9 @@ def test_cli_subprocess(train_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     outs = list((tmp_path / "outputs" / "export").glob("*/model/report.json"))
     assert outs
-    proc = subprocess.run([sys.executable, "-m", "recipes.export", f"verify={outs[0].parent}"], cwd=REPO, env=env,
+    assert "verify with" in proc.stdout
+    # The run folder is named after the overrides (it holds '='), so the path is quoted for Hydra's grammar.
+    proc = subprocess.run([sys.executable, "-m", "recipes.export", f"verify='{outs[0].parent}'"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = subprocess.run([sys.executable, "-m", "recipes.export", "ckpt_path=/no/such.ckpt"], cwd=REPO, env=env,
