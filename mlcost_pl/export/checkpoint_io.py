@@ -28,7 +28,18 @@ def _read_checkpoint(url: str) -> dict[str, Any]:
     if not fs.exists(path):
         raise FileNotFoundError(f"ckpt_path={url}: no such file")
     if fs.isdir(path):
-        raise ValueError(f"ckpt_path={url} is a directory; give the .ckpt file inside it")
+        # A SpotCheckpoint directory (newest checkpoint that verifies) or one committed checkpoint folder.
+        from mlcost_pl.checkpoint import CheckpointInvalid, resolve_checkpoint
+
+        try:
+            resolved = resolve_checkpoint(url)
+        except (FileNotFoundError, CheckpointInvalid) as err:
+            raise ValueError(
+                f"ckpt_path={url} is a directory with no verified SpotCheckpoint checkpoint in it ({err}); "
+                "give a .ckpt file or a SpotCheckpoint directory"
+            ) from err
+        fs, path = get_fs(resolved)
+        url = resolved
     try:
         with fs.open(path, "rb") as f:
             data = f.read()
@@ -50,7 +61,10 @@ def _read_checkpoint(url: str) -> dict[str, Any]:
 
 
 def load_training_checkpoint(url: str, data_overrides: dict[str, Any] | None = None) -> TrainingCheckpoint:
-    """Rebuild the model and DataModule of a ``recipes.train`` checkpoint (local path or fsspec URL to a ``.ckpt``).
+    """Rebuild the model and DataModule of a ``recipes.train`` checkpoint.
+
+    ``url`` is a local path or fsspec URL to a ``.ckpt`` file, or a SpotCheckpoint directory (its newest checkpoint
+    that verifies is used) or one of its checkpoint folders.
 
     The training config comes from ``checkpoint["mlcost_training_config"]``, written by
     :class:`~mlcost_pl.callbacks.StoreConfig`; ``data_overrides`` are merged into its ``data`` node (e.g. a new

@@ -52,3 +52,20 @@ def test_bad_checkpoints_are_one_clear_line(trained, tmp_path):
         load_training_checkpoint(str(_ckpt(tmp_path / "c.ckpt", model, config=other)))
     with pytest.raises(ValueError, match="is a directory"):
         load_training_checkpoint(str(tmp_path))
+
+
+def test_spot_checkpoint_directory_uses_newest_verified(trained, tmp_path):
+    import io
+
+    from mlcost_pl.checkpoint import CheckpointStorage, commit_checkpoint
+
+    model, _ = trained
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "epoch": 1, CONFIG_KEY: CFG}, buf)
+    storage = CheckpointStorage(str(tmp_path / "spot"))
+    commit_checkpoint(storage, {"checkpoint.ckpt": buf.getvalue()}, global_step=5)
+    ckpt = load_training_checkpoint(str(tmp_path / "spot"))
+    assert ckpt.url.endswith("checkpoint.ckpt") and "step-" in ckpt.url
+    x = torch.randn(2, 1, 8, 8)
+    with torch.inference_mode():
+        assert torch.equal(ckpt.module(x), model.eval()(x))
