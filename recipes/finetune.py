@@ -43,6 +43,9 @@ def finetune(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             pre.test = False
             if pre.get("callbacks") and "freeze_backbone" in pre.callbacks:
                 del pre.callbacks["freeze_backbone"]
+            for cb in (pre.get("callbacks") or {}).values():  # own checkpoints: fine-tuning must not resume from them
+                if cb is not None and cb.get("dirpath"):
+                    cb.dirpath = f"{cb.dirpath}/pretrain"
             for lg in (pre.get("logger") or {}).values():
                 if lg is not None and "save_dir" in lg:
                     lg.save_dir = f"{lg.save_dir}/pretrain"

@@ -21,7 +21,8 @@ class TrainingCheckpoint:
     url: str
 
 
-def _read_checkpoint(url: str) -> dict[str, Any]:
+def _read_checkpoint(url: str) -> tuple[dict[str, Any], str]:
+    """``(checkpoint, url of the file read)``; a SpotCheckpoint directory resolves to its newest verified file."""
     import torch
 
     fs, path = get_fs(url)
@@ -57,7 +58,7 @@ def _read_checkpoint(url: str) -> dict[str, Any]:
         raise ValueError(f"ckpt_path={url}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"ckpt_path={url}: not a Lightning checkpoint (no 'state_dict' key)")
-    return ckpt
+    return ckpt, str(url)
 
 
 def load_training_checkpoint(url: str, data_overrides: dict[str, Any] | None = None) -> TrainingCheckpoint:
@@ -81,7 +82,7 @@ def load_training_checkpoint(url: str, data_overrides: dict[str, Any] | None = N
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    ckpt = _read_checkpoint(url)
+    ckpt, url = _read_checkpoint(url)
     config = ckpt.get(CONFIG_KEY)
     if not isinstance(config, dict) or "model" not in config or "data" not in config:
         raise ValueError(
