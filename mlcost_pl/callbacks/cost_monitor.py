@@ -368,7 +368,12 @@ class CostMonitor(Callback):
         metrics = self._window_figures(trainer)
         metrics.update(self._gpu_figures(pl_module))
         self.last_metrics = metrics
-        pl_module.log_dict(metrics, on_step=on_step, on_epoch=not on_step, batch_size=1)
+        if on_step:
+            # Straight to the loggers, as LearningRateMonitor does: `LightningModule.log` costs ~0.5 ms per key.
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        else:
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1)
         if trainer.is_global_zero and self.alert_k is not None and self._baseline is not None:
             if trainer.global_step - self._start_step >= self.min_steps:
                 current = {"usd_per_step": metrics.get("cost/usd_per_step"), "usd_projected": metrics.get("cost/usd_projected")}
