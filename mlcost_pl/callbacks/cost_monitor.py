@@ -19,6 +19,7 @@ from mlcost_pl.cost.anomaly import Anomaly, Baseline, baseline, check
 from mlcost_pl.cost.catalog import resolve_instance
 from mlcost_pl.cost.ledger import Ledger, new_run_id, open_ledger
 from mlcost_pl.cost.meter import CostMeter, instances_needed
+from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
 from mlcost_pl.cost.webhook import post_json, validate_url
 
 MARKETS = ("on_demand", "spot")
@@ -41,11 +42,6 @@ def _batch_size(batch: Any) -> int:
             if n:
                 return n
     return 0
-
-
-def find_spot_checkpoint(trainer: pl.Trainer) -> Any | None:
-    """The trainer's SpotCheckpoint (duck-typed: a callback with ``save_now``), else ``None``."""
-    return next((c for c in trainer.callbacks if hasattr(c, "save_now") and callable(c.save_now)), None)
 
 
 class CostMonitor(Callback):

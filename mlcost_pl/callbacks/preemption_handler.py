@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
+from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
 from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE, PreemptedExit
 from mlcost_pl.preemption.sampler import ResumableSampler, unsupported_reason, wrap_dataloader
 from mlcost_pl.preemption.signals import DEFAULT_SIGNALS, SignalNotice
@@ -155,7 +156,7 @@ class PreemptionHandler(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._spot = next((c for c in trainer.callbacks if hasattr(c, "save_now") and c is not self), None)
+        self._spot = find_spot_checkpoint(trainer)
         if self._spot is None:
             raise ValueError(
                 "callbacks: PreemptionHandler needs a SpotCheckpoint on the same Trainer to write the emergency "

@@ -506,3 +506,11 @@ class SpotCheckpoint(Callback):
 
     def _on_retry(self, attempt: int, err: BaseException) -> None:
         rank_zero_warn(f"SpotCheckpoint: writing to {self.dirpath} failed (attempt {attempt}), retrying: {err}")
+
+
+def find_spot_checkpoint(trainer: pl.Trainer) -> Any | None:
+    """The trainer's SpotCheckpoint (duck-typed: any callback with ``save_now``), else ``None``.
+
+    PreemptionHandler (emergency save) and CostMonitor (budget stop, checkpoint figures) find it this way.
+    """
+    return next((c for c in trainer.callbacks if hasattr(c, "save_now") and callable(c.save_now)), None)
