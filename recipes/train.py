@@ -31,12 +31,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
-    # --- issue 5 (export): every checkpoint carries the resolved training config, for recipes.export ---
-    stores = [cb for cb in callbacks if isinstance(cb, StoreConfig)] or [StoreConfig()]
-    callbacks += [cb for cb in stores if cb not in callbacks]
+    # Every checkpoint carries the resolved training config, so recipes.export can rebuild model and data from it.
+    stores = [cb for cb in callbacks if isinstance(cb, StoreConfig)]
+    if not stores:
+        stores = [StoreConfig()]
+        callbacks.append(stores[0])
     for cb in stores:
         cb.set_config(cfg)
-    # --- end issue 5 ---
     loggers = instantiate_group(cfg.get("logger"), "logger")
     precision, reason = resolve_precision(cfg.trainer.get("precision", "32-true"), accelerator=cfg.trainer.get("accelerator", "auto"))
     if reason != "set explicitly":
@@ -71,12 +72,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             ("logs", ", ".join(log_dirs) or "none"),
         ]
         print_summary("mlcost_pl train", rows)
-        # --- cost table (CostMonitor, issue 8) ---
-        record_final_metrics(trainer, metrics)  # test metrics join the run's ledger row
+        record_final_metrics(trainer, metrics)  # test metrics join the run's ledger row (CostMonitor)
         cost_rows = cost_summary_rows(trainer)
         if cost_rows:
             print_summary("mlcost_pl cost", cost_rows)
-        # --- end cost table ---
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "cfg": cfg}
 
 
