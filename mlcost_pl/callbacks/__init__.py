@@ -5,8 +5,7 @@ Imported lazily, so ``from mlcost_pl.callbacks import CostMonitor`` does not pul
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlcost_pl.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "SpotCheckpoint": "mlcost_pl.callbacks.spot_checkpoint",
@@ -17,14 +16,4 @@ _EXPORTS = {
     "StoreConfig": "mlcost_pl.callbacks.store_config",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mlcost_pl.callbacks' has no attribute {name!r}; available: {', '.join(__all__)}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

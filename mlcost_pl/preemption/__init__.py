@@ -5,8 +5,7 @@ Imported lazily so ``python -m mlcost_pl.supervise`` starts without importing to
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlcost_pl.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "PREEMPTED_EXIT_CODE": "mlcost_pl.preemption.restart",
@@ -20,14 +19,4 @@ _EXPORTS = {
     "AzureScheduledEventsWatcher": "mlcost_pl.preemption.watchers",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mlcost_pl.preemption' has no attribute {name!r}; available: {', '.join(__all__)}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
