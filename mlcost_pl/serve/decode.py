@@ -83,6 +83,9 @@ def decode_json(body: bytes) -> np.ndarray:
 
 def decode_npy(body: bytes) -> np.ndarray:
     """A ``.npy`` body as an array (``allow_pickle=False``: object arrays are refused, never unpickled)."""
+    if not body.startswith(b"\x93NUMPY"):
+        raise BadInput("npy body: not a valid .npy file (it does not start with the NPY magic; write it with np.save)",
+                       status=400)
     try:
         return np.load(io.BytesIO(body), allow_pickle=False)
     except ValueError as err:

@@ -23,7 +23,6 @@ before any worker starts (and before ``prometheus_client`` is imported).
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,19 +47,28 @@ def usd_per_1k_predictions(price_per_hour: float, seconds: float, predictions: f
 
 
 def prepare_multiprocess_dir(path: str | os.PathLike | None = None) -> str:
-    """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty folder (``path``, the variable's value, or a new temporary
-    folder) and return it. Must run before ``prometheus_client`` is imported in this process."""
+    """Point ``PROMETHEUS_MULTIPROC_DIR`` at a folder (``path``, the variable's value, or a new temporary folder),
+    remove the files of processes that no longer run, and return it. Must run before ``prometheus_client`` is
+    imported in this process."""
     folder = Path(path or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="mlcost-serve-prom-"))
-    if folder.exists():
+    if folder.exists():  # files of processes that are gone (a previous server in this container) would be summed in
         for f in folder.glob("*.db"):
-            f.unlink()
+            pid = f.stem.rsplit("_", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                f.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return str(folder)
 
 
-def remove_multiprocess_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ServeMetrics:
