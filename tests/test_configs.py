@@ -12,6 +12,7 @@ from mlcost_pl.config import instantiate_group, run_name_from_overrides
 from tests.helpers.cfg import CONFIG_DIR, compose_cfg
 
 GROUPS_BUILT_ELSEWHERE = {"hydra", "paths", "experiment", "debug"}
+CONFIG_OF_GROUP = {"deploy": "serve"}  # groups of another recipe's config (default: train)
 NEEDS = {("data", "imagefolder"): ["data.root={images}"], ("data", "cifar10"): []}
 
 
@@ -27,7 +28,13 @@ def _options() -> list[tuple[str, str]]:
 def test_every_option_composes_and_instantiates(group, option, tmp_path, image_folder):
     overrides = [f"{group}={option}"] if group != "hydra" else []
     overrides += [o.format(images=image_folder) for o in NEEDS.get((group, option), [])]
-    cfg = compose_cfg("train", overrides, tmp_path)
+    cfg = compose_cfg(CONFIG_OF_GROUP.get(group, "train"), overrides, tmp_path)
+    if group == "deploy":
+        from mlcost_pl.serve.deploy import DeploySettings
+
+        options = {k: v for k, v in cfg.deploy.items() if k not in ("target", "out")}
+        assert cfg.deploy.target == option and (not options or DeploySettings.from_dict(dict(options)))
+        return
     if group in GROUPS_BUILT_ELSEWHERE:
         assert cfg.trainer and cfg.model
         return

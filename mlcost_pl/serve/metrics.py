@@ -14,6 +14,7 @@ before any worker starts (and before ``prometheus_client`` is imported).
 | ``serve_in_flight_requests`` | gauge | requests accepted and not yet answered (the HPA's Pods metric) |
 | ``serve_cache_hits_total`` / ``serve_cache_misses_total`` | counter | prediction cache lookups, per sample |
 | ``serve_cache_bytes`` | gauge | bytes held by the local cache tier |
+| ``serve_requests_total`` | counter | ``/predict`` requests accepted (every one gets an answer) |
 | ``serve_predictions_total`` | counter | samples answered (cache hits included) |
 | ``serve_rejected_total`` | counter | requests refused, label ``reason`` (``overload``, ``bad_input``) |
 | ``serve_uptime_seconds`` | gauge | seconds since the server started |
@@ -93,6 +94,7 @@ class ServeMetrics:
         self.cache_hits = Counter("serve_cache_hits", "Prediction cache hits (samples).", registry=None)
         self.cache_misses = Counter("serve_cache_misses", "Prediction cache misses (samples).", registry=None)
         self.cache_bytes = Gauge("serve_cache_bytes", "Bytes in the local cache tier.", multiprocess_mode="livesum", registry=None)
+        self.requests = Counter("serve_requests", "Prediction requests accepted (read by the server).", registry=None)
         self.predictions = Counter("serve_predictions", "Samples answered, cache hits included.", registry=None)
         self.rejected = Counter("serve_rejected", "Requests refused.", ["reason"], registry=None)
 
@@ -122,6 +124,16 @@ def render(price_per_hour: float, started: float, now: float) -> tuple[bytes, st
 
     registry.register(_Cost())
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def read_multiprocess_dir(path: str | os.PathLike) -> dict[str, float]:
+    """The merged samples of a multiprocess folder (also after the server exited), as :func:`parse_metrics` gives."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(path))
+    return parse_metrics(generate_latest(registry).decode())
 
 
 def parse_metrics(text: str) -> dict[str, float]:

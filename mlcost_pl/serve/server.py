@@ -353,6 +353,7 @@ class ModelServer(ls.LitServer):
         start = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         cache, metrics = self._local()
+        metrics.requests.inc()
         code = 200
         try:
             try:
