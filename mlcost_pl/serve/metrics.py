@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,18 @@ def prepare_multiprocess_dir(path: str | os.PathLike | None = None) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return str(folder)
+
+
+def process_start_time() -> float:
+    """Unix time this process started (Linux ``/proc``; elsewhere: now). The instance is paid from then, model
+    loading included, so the cost gauge counts from it."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - start_ticks / ticks)
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return time.time()
 
 
 def _alive(pid: int) -> bool:

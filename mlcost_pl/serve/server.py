@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from mlcost_pl.serve.batching import AIMDBatchController
 from mlcost_pl.serve.cache import PredictionCache, build_cache, tensor_digest
 from mlcost_pl.serve.decode import BadInput, decode_body, format_outputs
-from mlcost_pl.serve.metrics import ServeMetrics, prepare_multiprocess_dir, render
+from mlcost_pl.serve.metrics import ServeMetrics, prepare_multiprocess_dir, process_start_time, render
 from mlcost_pl.serve.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ class ModelServer(ls.LitServer):
         self.price_per_hour = self.settings.price_per_hour()
         self.metrics_dir = prepare_multiprocess_dir(metrics_dir)
         build_cache(**self.settings.cache)  # validate the cache options now, in the parent; each API process builds its own
-        self.started = time.time()
+        self.started = process_start_time()
         ctx = mp.get_context("fork")
         self._in_flight = ctx.Value("i", 0)
         self._draining = ctx.Value("b", 0)
