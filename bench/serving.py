@@ -53,25 +53,12 @@ def _free_port() -> int:
 
 
 def make_export(workdir: Path, epochs: int) -> Path:
-    import torch
-
-    from mlcost_pl.data import DigitsDataModule
+    from bench.export_speed import _train_digits
     from mlcost_pl.export import export
-    from mlcost_pl.models import ImageClassifier
 
-    torch.manual_seed(0)
-    dm = DigitsDataModule(image_size=32, batch_size=64)
-    dm.setup("fit")
-    model = ImageClassifier("resnet18", num_classes=10, in_channels=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    model.train()
-    for _ in range(epochs):
-        for x, y in dm.train_dataloader():
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
+    model, dm = _train_digits(epochs)
     out = workdir / "export"
-    export(model.eval(), dm, out, calibration_samples=128, batch_sizes=(1, 8), latency_iters=3, verify_samples=64,
+    export(model, dm, out, calibration_samples=128, batch_sizes=(1, 8), latency_iters=3, verify_samples=64,
            max_accuracy_drop=0.05)
     return out
 

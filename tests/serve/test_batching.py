@@ -8,24 +8,17 @@ import numpy as np
 import pytest
 
 from mlcost_pl.serve.batching import AIMDBatchController
+from tests.helpers.clock import FakeClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def run_batch(c: AIMDBatchController, clock: Clock, size: int, latency_ms: float) -> float:
+def run_batch(c: AIMDBatchController, clock: FakeClock, size: int, latency_ms: float) -> float:
     start = c.start()
     clock.t += latency_ms / 1e3
     return c.finish(start, size)
 
 
 def test_grows_additively_while_inside_the_budget_and_halves_when_over():
-    clock = Clock()
+    clock = FakeClock(0.0)
     c = AIMDBatchController(slo_ms=40, max_batch=64, clock=clock)  # budget: 20 ms per batch
     assert c.budget_ms == 20 and c.max_batch == 1
     for _ in range(10):
@@ -41,7 +34,7 @@ def test_grows_additively_while_inside_the_budget_and_halves_when_over():
 
 
 def test_grows_only_when_the_cap_binds_and_stays_in_bounds():
-    clock = Clock()
+    clock = FakeClock(0.0)
     c = AIMDBatchController(slo_ms=50, min_batch=2, max_batch=4, start_batch=2, clock=clock)
     for _ in range(5):
         run_batch(c, clock, 1, latency_ms=1.0)  # light load: partial batches say nothing about a bigger cap
@@ -55,7 +48,7 @@ def test_grows_only_when_the_cap_binds_and_stays_in_bounds():
 
 
 def test_one_slow_batch_in_the_window_blocks_growth_until_it_ages_out():
-    clock = Clock()
+    clock = FakeClock(0.0)
     c = AIMDBatchController(slo_ms=50, max_batch=64, start_batch=8, window=4, percentile=100, clock=clock)
     run_batch(c, clock, 8, latency_ms=24.0)  # in budget (25 ms) -> grow to 9
     assert c.max_batch == 9 and c.tail_ms() == pytest.approx(24.0)

@@ -7,14 +7,7 @@ import numpy as np
 import pytest
 
 from mlcost_pl.serve.cache import LRUCache, PredictionCache, RedisTier, build_cache, tensor_digest
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.helpers.clock import FakeClock
 
 
 def test_lru_evicts_least_recently_used_by_entries_and_by_bytes():
@@ -31,7 +24,7 @@ def test_lru_evicts_least_recently_used_by_entries_and_by_bytes():
 
 
 def test_lru_entries_expire_after_the_ttl():
-    clock = Clock()
+    clock = FakeClock(0.0)
     c = LRUCache(max_entries=10, ttl_s=5.0, clock=clock)
     c.put("a", b"1")
     clock.t = 4.9
