@@ -1,6 +1,6 @@
 """Serving: unbatched vs LitServe static batching vs our adaptive batching, the prediction cache, drain, cost metric.
 
-    uv run python -m bench.serving [--quick] [--out bench_serving.json]
+    uv run python -m bench.serving [--quick] [--out bench_serving.json] [--export <export folder>]
 
 Everything on 127.0.0.1; three real ``python -m recipes.serve`` processes (one per batching mode) serve the same
 digits export (the default recipe's ResNet-18 on 1x32x32 digits, trained briefly here and exported with
@@ -165,8 +165,8 @@ def zipf_stream(n: int, hit_rate: float, shape: tuple, seed: int) -> list[bytes]
     out = []
     for _ in range(n):
         if seen and rng.random() < hit_rate:
-            rank = min(len(seen), int(rng.zipf(1.3)))
-            out.append(seen[-rank])
+            rank = min(len(seen), int(rng.zipf(1.3)))  # the first inputs seen are the popular ones
+            out.append(seen[rank - 1])
         else:
             body = _npy(rng.random((1, *shape), dtype=np.float32))
             seen.append(body)
@@ -251,14 +251,18 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="short steps, 3 drain rounds, 1 training epoch")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--export", default=None, help="serve this export folder instead of training one")
     args = p.parse_args()
     q = args.quick
     step_s, one_n, drains, cache_s = (3.0, 150, 3, 4.0) if q else (8.0, 500, 20, 10.0)
-    rates = [25, 50, 100, 200, 400, 800, 1600]
+    rates = [25, 50, 100, 200, 400, 800]
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     t_start = time.time()
-    print(f"workdir {workdir}; training + exporting the digits ResNet-18 ...", flush=True)
-    export_dir = make_export(workdir, epochs=1 if q else 3)
+    if args.export:
+        export_dir = Path(args.export)
+    else:
+        print(f"workdir {workdir}; training + exporting the digits ResNet-18 ...", flush=True)
+        export_dir = make_export(workdir, epochs=1 if q else 3)
     from mlcost_pl.serve.model import load_export
 
     chosen = load_export(export_dir, variant="auto")
@@ -285,13 +289,15 @@ def main() -> None:
                 sweep[name].append(r)
                 print(f"  {name:16s} rate {rate:5d}/s: {r['throughput']:7.1f}/s ok, p50 {r['p50_ms']:7.1f} ms, "
                       f"p99 {r['p99_ms']:8.1f} ms, codes {r['codes']}", flush=True)
-                if r["p99_ms"] > SLO_MS or r["ok"] < r["sent"]:
+                if r["throughput"] < 0.9 * rate or r["ok"] < r["sent"]:  # saturated: stop this arm
                     over[name] += 1
             if all(v >= 1 for v in over.values()):
                 break
         at_slo = {name: max([r["throughput"] for r in rs if r["p99_ms"] <= SLO_MS and r["ok"] == r["sent"]] or [0.0])
                   for name, rs in sweep.items()}
-        results["sweep"], results["throughput_at_slo"] = sweep, at_slo
+        sustained = {name: max([r["throughput"] for r in rs if r["throughput"] >= 0.9 * r["rate"] and r["ok"] == r["sent"]]
+                               or [0.0]) for name, rs in sweep.items()}
+        results["sweep"], results["throughput_at_slo"], results["max_sustained"] = sweep, at_slo, sustained
         # 2. one client
         single = {name: one_client(s, bodies, one_n) for name, s in servers.items()}
         results["one_client"] = single
@@ -313,15 +319,20 @@ def main() -> None:
     try:
         cache_on.wait_ready()
         cache_off.wait_ready()
-        miss_bodies = [_npy(rng.random((1, *shape), dtype=np.float32)) for _ in range(one_n)]  # all distinct: misses
-        p50_on = one_client(cache_on, miss_bodies, one_n)["p50_ms"]
-        p50_off = one_client(cache_off, miss_bodies, one_n)["p50_ms"]
+        p50s: dict = {"on": [], "off": []}
+        for which in ("off", "on", "on", "off"):  # ABBA, distinct inputs each time: every request is a miss
+            fresh = [_npy(rng.random((1, *shape), dtype=np.float32)) for _ in range(one_n // 2)]
+            p50s[which].append(one_client(cache_on if which == "on" else cache_off, fresh, one_n // 2)["p50_ms"])
+        p50_on, p50_off = float(np.mean(p50s["on"])), float(np.mean(p50s["off"]))
         results["cache_miss_p50"] = {"cache_on_ms": p50_on, "cache_off_ms": p50_off, "added": p50_on / p50_off - 1}
         cache = []
         for h in (0.0, 0.2, 0.5, 0.8):
-            stream = zipf_stream(4000, h, shape, seed=int(h * 100) + 7)
-            on = closed_loop(cache_on, stream, 8, cache_s)
-            off = closed_loop(cache_off, stream, 8, cache_s)
+            runs = {"on": [], "off": []}
+            for i, which in enumerate(("off", "on", "on", "off")):  # ABBA: the machine's load drifts
+                stream = zipf_stream(4000, h, shape, seed=int(h * 100) * 10 + i)  # fresh inputs: no hits across runs
+                runs[which].append(closed_loop(cache_on if which == "on" else cache_off, stream, 8, cache_s / 2))
+            on = {k: float(np.mean([r[k] for r in runs["on"]])) for k in runs["on"][0]}
+            off = {k: float(np.mean([r[k] for r in runs["off"]])) for k in runs["off"][0]}
             cache.append({"target_hit_rate": h, "hit_rate": on["hit_rate"], "on": on["throughput"],
                           "off": off["throughput"], "ratio": on["throughput"] / off["throughput"],
                           "target_ratio": 0.9 / (1 - h)})
@@ -339,10 +350,13 @@ def main() -> None:
     results["wall_s"] = time.time() - t_start
 
     u, st, ours = at_slo["unbatched"], at_slo["litserve_static"], at_slo["ours_adaptive"]
+    su, sst, sours = sustained["unbatched"], sustained["litserve_static"], sustained["ours_adaptive"]
     one = results["one_client"]
     targets = [
-        ("ours >= 2x unbatched throughput at p99<=50ms", ours >= 2 * u, f"{ours:.0f} vs {u:.0f}/s = {ours / max(u, 1e-9):.2f}x"),
-        ("ours >= 1.2x LitServe static at p99<=50ms", ours >= 1.2 * st, f"{ours:.0f} vs {st:.0f}/s = {ours / max(st, 1e-9):.2f}x"),
+        ("ours >= 2x unbatched throughput at p99<=50ms", ours > 0 and ours >= 2 * u, f"{ours:.0f} vs {u:.0f}/s = {ours / max(u, 1e-9):.2f}x"),
+        ("ours >= 1.2x LitServe static at p99<=50ms", ours > 0 and ours >= 1.2 * st, f"{ours:.0f} vs {st:.0f}/s = {ours / max(st, 1e-9):.2f}x"),
+        ("(info) max sustained throughput, any p99: ours vs unbatched / vs static", sours >= 2 * su and sours >= 1.2 * sst,
+         f"{sours:.0f} vs {su:.0f} / {sst:.0f} req/s = {sours / max(su, 1e-9):.2f}x / {sours / max(sst, 1e-9):.2f}x"),
         ("one-client p99 within 10% of unbatched", one["ours_adaptive"]["p99_ms"] <= 1.1 * one["unbatched"]["p99_ms"],
          f"{one['ours_adaptive']['p99_ms']:.2f} vs {one['unbatched']['p99_ms']:.2f} ms"),
         ("cache miss adds <= 3% to p50", results["cache_miss_p50"]["added"] <= 0.03,
@@ -357,9 +371,13 @@ def main() -> None:
          f"({results['usd_metric']['rel_err'] * 100:.2f}%)"),
     ]
     results["targets"] = [{"target": t, "met": bool(ok), "figure": f} for t, ok, f in targets]
-    print("\n| arm | throughput at p99<=50ms (req/s) | one-client p50 / p99 (ms) |\n| --- | --- | --- |")
+    print("\n| arm | throughput at p99<=50ms (req/s) | max sustained (req/s, its p99 ms) | one-client p50 / p99 (ms) |"
+          "\n| --- | --- | --- | --- |")
     for name in servers:
-        print(f"| {name} | {at_slo[name]:.0f} | {one[name]['p50_ms']:.2f} / {one[name]['p99_ms']:.2f} |")
+        best = max((r for r in sweep[name] if r["throughput"] >= 0.9 * r["rate"] and r["ok"] == r["sent"]),
+                   key=lambda r: r["throughput"], default={"p99_ms": float("nan")})
+        print(f"| {name} | {at_slo[name]:.0f} | {sustained[name]:.0f} ({best['p99_ms']:.0f}) | "
+              f"{one[name]['p50_ms']:.2f} / {one[name]['p99_ms']:.2f} |")
     print("\n| target | met | figure |\n| --- | --- | --- |")
     for t in results["targets"]:
         print(f"| {t['target']} | {'yes' if t['met'] else 'NO'} | {t['figure']} |")

@@ -427,6 +427,22 @@ class ModelServer(ls.LitServer):
         self._uvicorn = super()._start_server(*args, **kwargs)
         return self._uvicorn
 
+    def _start_worker_monitoring(self, manager: Any, uvicorn_workers: dict) -> None:
+        """LitServe's monitor, minus the race with a drain: a worker that exits because the drain stopped it is
+        not a crash. A worker that dies otherwise shuts the server down (exit code 0 is then not promised)."""
+
+        def monitor() -> None:
+            while not self._draining.value:
+                for proc in self.inference_workers:
+                    if not proc.is_alive() and not self._draining.value:
+                        log.error("inference worker %s (pid %s) died; shutting down", proc.name, proc.pid)
+                        self.drain_result = {"seconds": 0.0, "clean": False, "worker_died": proc.pid}
+                        self._shutdown_event.set()
+                        return
+                time.sleep(1.0)
+
+        threading.Thread(target=monitor, daemon=True, name="mlcost-serve-monitor").start()
+
     def drain(self) -> dict[str, Any]:
         """Stop taking work and finish what was accepted: ``/ready`` turns 503 (requests still arriving while load
         balancers notice are served), after ``ready_grace_s`` the uvicorn servers close their listener (new connections
