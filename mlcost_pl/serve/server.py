@@ -39,6 +39,7 @@ from mlcost_pl.serve.model import ServedModel
 log = logging.getLogger(__name__)
 
 BATCHING = ("adaptive", "static", "none")
+SHUTDOWN_RESERVE_S = 3.0  # of serve.drain_seconds, kept for stopping the workers and LitServe's own shutdown
 
 
 @dataclass
@@ -93,9 +94,9 @@ class ServeSettings:
                 raise ValueError(f"serve.{key} must be > 0, got {getattr(self, key)}")
         if self.batch_timeout < 0 or self.ready_grace_s < 0 or self.retry_after_s < 0:
             raise ValueError("serve.batch_timeout, serve.ready_grace_s and serve.retry_after_s must be >= 0")
-        if self.ready_grace_s >= self.drain_seconds:
-            raise ValueError(f"serve.ready_grace_s ({self.ready_grace_s}) must be < serve.drain_seconds "
-                             f"({self.drain_seconds})")
+        if self.ready_grace_s + SHUTDOWN_RESERVE_S + 1 > self.drain_seconds:
+            raise ValueError(f"serve.drain_seconds ({self.drain_seconds}) must be >= serve.ready_grace_s "
+                             f"({self.ready_grace_s}) + {SHUTDOWN_RESERVE_S + 1:g} s")
         self.cache = dict(self.cache or {"enabled": True})
 
     def price_per_hour(self) -> float:
@@ -292,7 +293,8 @@ class ModelServer(ls.LitServer):
         super().__init__(ModelAPI(model, self.settings), accelerator="cpu", devices=1,
                          workers_per_device=self.settings.workers, timeout=False,
                          model_metadata={"version": model.version, "variant": model.variant})
-        self.uvicorn_graceful_timeout = max(1.0, self.settings.drain_seconds - self.settings.ready_grace_s - 2.0)
+        self.uvicorn_graceful_timeout = max(
+            1.0, self.settings.drain_seconds - self.settings.ready_grace_s - SHUTDOWN_RESERVE_S - 1.0)
 
     # ---- per-process state (created after fork, in the API server process that uses it) ----
     def _local(self) -> tuple[PredictionCache | None, ServeMetrics]:
@@ -449,7 +451,7 @@ class ModelServer(ls.LitServer):
         are refused) and answer every request they accepted, then the workers get a sentinel and exit; finally ``run``
         returns."""
         t0 = time.monotonic()
-        deadline = t0 + self.settings.drain_seconds - 0.5
+        deadline = t0 + self.settings.drain_seconds - SHUTDOWN_RESERVE_S
         self._draining.value = 1
         log.info("SIGTERM: draining (ready=false; up to %.0f s)", self.settings.drain_seconds)
         time.sleep(self.settings.ready_grace_s)

@@ -28,7 +28,7 @@ def start_server(export_dir: Path, tmp_path: Path, *overrides: str) -> tuple[sub
     env = {**os.environ, "MLCOST_ROOT": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "recipes.serve", f"model_dir={export_dir}", f"port={port}", "serve.variant=fp32",
-         f"serve.drain_seconds={DRAIN_S}", "serve.ready_grace_s=0.5", *overrides],
+         f"serve.drain_seconds={DRAIN_S}", "serve.ready_grace_s=2", *overrides],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
