@@ -289,6 +289,7 @@ class ModelServer(ls.LitServer):
         self._metrics: ServeMetrics | None = None
         self._process_pid: int | None = None
         self._uvicorn: dict[int, Any] = {}
+        self._drain_lock = threading.Lock()
         self.drain_result: dict[str, Any] | None = None
         super().__init__(ModelAPI(model, self.settings), accelerator="cpu", devices=1,
                          workers_per_device=self.settings.workers, timeout=False,
@@ -426,7 +427,12 @@ class ModelServer(ls.LitServer):
 
     # ---- process lifecycle ----
     def _start_server(self, *args: Any, **kwargs: Any) -> dict:
-        self._uvicorn = super()._start_server(*args, **kwargs)
+        # uvicorn's processes are forked here: they must receive SIGTERM (uvicorn's own graceful shutdown)
+        blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        try:
+            self._uvicorn = super()._start_server(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return self._uvicorn
 
     def _start_worker_monitoring(self, manager: Any, uvicorn_workers: dict) -> None:
@@ -450,9 +456,12 @@ class ModelServer(ls.LitServer):
         balancers notice are served), after ``ready_grace_s`` the uvicorn servers close their listener (new connections
         are refused) and answer every request they accepted, then the workers get a sentinel and exit; finally ``run``
         returns."""
+        with self._drain_lock:
+            if self._draining.value:
+                return self.drain_result or {}
+            self._draining.value = 1
         t0 = time.monotonic()
         deadline = t0 + self.settings.drain_seconds - SHUTDOWN_RESERVE_S
-        self._draining.value = 1
         log.info("SIGTERM: draining (ready=false; up to %.0f s)", self.settings.drain_seconds)
         time.sleep(self.settings.ready_grace_s)
         for proc in self._uvicorn.values():  # uvicorn's own graceful shutdown: close the listener, finish requests
@@ -474,15 +483,24 @@ class ModelServer(ls.LitServer):
     def run(self, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning", **kwargs: Any) -> None:
         """Serve until SIGTERM/SIGINT, then drain (see :meth:`drain`) and return."""
 
-        def on_sigterm(signum: int, frame: Any) -> None:
-            if not self._draining.value:
-                threading.Thread(target=self.drain, name="mlcost-serve-drain", daemon=True).start()
+        # SIGTERM is blocked in every thread and taken by a dedicated sigwait() thread: a Python-level handler only
+        # runs in the main thread, which LitServe parks in a blocking manager call that a signal delivered to another
+        # thread never interrupts (the drain would then never start).
+        def await_sigterm() -> None:
+            signal.sigwait({signal.SIGTERM})
+            self.drain()
+
+        def on_sigterm(signum: int, frame: Any) -> None:  # the short windows where SIGTERM is not blocked
+            threading.Thread(target=self.drain, name="mlcost-serve-drain", daemon=True).start()
 
         previous = signal.signal(signal.SIGTERM, on_sigterm)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=await_sigterm, name="mlcost-serve-sigterm", daemon=True).start()
         try:
             super().run(host=host, port=port, num_api_servers=self.settings.api_servers, log_level=log_level,
                         generate_client_file=False, pretty_logs=False, **kwargs)
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             signal.signal(signal.SIGTERM, previous)
 
 
