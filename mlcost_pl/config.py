@@ -4,9 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any
 
 _REGISTERED = False
+
+#: Checkpoint key under which :class:`~mlcost_pl.callbacks.StoreConfig` writes the training config (a plain ``dict``).
+CONFIG_KEY = "mlcost_training_config"
+
+
+def plain_config(cfg: Any) -> dict[str, Any]:
+    """A resolved, plain-``dict`` copy of ``cfg`` (a ``DictConfig`` or mapping) without Hydra's own ``hydra`` node.
+
+    Example:
+        >>> plain_config({"model": {"backbone": "tiny_cnn"}, "hydra": {"run": {}}})
+        {'model': {'backbone': 'tiny_cnn'}}
+    """
+    from omegaconf import DictConfig, OmegaConf, open_dict
+
+    if isinstance(cfg, DictConfig):
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.pop("hydra", None)  # Hydra's own settings: not training config, and partly unresolvable outside a job
+        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"cfg must be a mapping or DictConfig, got {type(cfg).__name__}")
+    return {str(k): v for k, v in dict(cfg).items() if k != "hydra"}
 
 
 def run_name_from_overrides(override_dirname: str | None, max_len: int = 80) -> str:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 from mlcost_pl.config import register_resolvers
 from mlcost_pl.finetune.weights import save_weights
 from mlcost_pl.summary import print_summary
-from mlcost_pl.utils.fs import get_fs
+from mlcost_pl.utils.fs import exists
 from recipes._cli import run_cli
 from recipes.train import train
 
@@ -53,8 +53,7 @@ def finetune(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         save_weights(objects["model"].backbone, path)
 
     if cfg.model.get("weights") is None:
-        fs, fs_path = get_fs(path)
-        if not fs.exists(fs_path):
+        if not exists(path):
             raise FileNotFoundError(f"finetune.backbone_path={path}: no such file (pretrain with finetune.pretrain=true)")
         with open_dict(cfg):
             cfg.model.weights_path = path

@@ -145,11 +145,11 @@ class PriceCatalog:
             FileNotFoundError: ``url`` does not exist (named).
             ValueError: the file does not parse or has a bad entry (named).
         """
-        import fsspec
+        from mlcost_pl.utils.fs import get_fs
 
+        fs, path = get_fs(url)
         try:
-            with fsspec.open(str(url), "r") as f:
-                text = f.read()
+            text = fs.cat_file(path).decode()
         except FileNotFoundError:
             raise FileNotFoundError(f"prices_file: {url}: no such file") from None
         try:

@@ -7,7 +7,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
-from mlcost_pl.callbacks.store_config import CONFIG_KEY
+from mlcost_pl.config import CONFIG_KEY
 from mlcost_pl.utils.fs import get_fs
 
 
