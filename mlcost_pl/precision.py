@@ -11,6 +11,7 @@ import logging
 import platform
 from dataclasses import dataclass
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.utils.cpu import cpu_info
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def detect_caps(accelerator: str = "auto") -> DeviceCaps:
     import torch
 
     if accelerator not in ACCELERATORS:
-        raise ValueError(f"accelerator must be one of {ACCELERATORS} for precision=auto, got {accelerator!r}")
+        raise UserInputError(f"accelerator must be one of {ACCELERATORS} for precision=auto, got {accelerator!r}")
     info = cpu_info()
     flags, cpu_name = info.flags, info.name
     cpu_bf16 = any(f in flags for f in CPU_BF16_FLAGS) or (

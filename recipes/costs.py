@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from mlcost_pl.config import register_resolvers
 from mlcost_pl.cost.anomaly import compare_with_similar
 from mlcost_pl.cost.ledger import format_rows, open_ledger
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.utils.fs import exists
 from recipes._cli import run_cli
 
@@ -29,9 +30,9 @@ def costs(cfg: DictConfig) -> dict[str, Any]:
 
     url = str(cfg.ledger)
     if not exists(url):
-        raise FileNotFoundError(f"ledger={url}: no ledger there yet (runs with the cost_monitor callback write it)")
+        raise MissingInputError(f"ledger={url}: no ledger there yet (runs with the cost_monitor callback write it)")
     if not isinstance(cfg.last, int) or cfg.last < 1:
-        raise ValueError(f"last must be an integer >= 1, got {cfg.last!r}")
+        raise UserInputError(f"last must be an integer >= 1, got {cfg.last!r}")
     rows = open_ledger(url).rows()
     if cfg.get("config_hash"):
         rows = [r for r in rows if r.get("config_hash") == cfg.config_hash]

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.parsing import lightning_getattr, lightning_has
 from lightning_utilities.core.apply_func import apply_to_collection
 from typing_extensions import override
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.rightsizing.cache import SearchCache, cache_key, model_signature
 from mlcost_pl.rightsizing.probe import StepProbe, device_name, get_rng, probing, scale_learning_rates, set_rng
 from mlcost_pl.rightsizing.search import (
@@ -122,26 +123,26 @@ class BatchSizeSearch(Callback):
         max_search_share: float | None = 0.05,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise UserInputError(f"mode must be one of {MODES}, got {mode!r}")
         if lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
+            raise UserInputError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
         if init_batch_size < 1:
-            raise ValueError(f"init_batch_size must be >= 1, got {init_batch_size}")
+            raise UserInputError(f"init_batch_size must be >= 1, got {init_batch_size}")
         if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+            raise UserInputError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
         if max_trials < 2:
-            raise ValueError(f"max_trials must be >= 2, got {max_trials}")
+            raise UserInputError(f"max_trials must be >= 2, got {max_trials}")
         for name, value in (("tolerance", tolerance), ("safety_margin", safety_margin), ("throughput_tolerance", throughput_tolerance)):
             if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
+                raise UserInputError(f"{name} must be in [0, 1), got {value}")
         if warmup_steps < 0 or measure_steps < 1:
-            raise ValueError(f"warmup_steps must be >= 0 and measure_steps >= 1, got {warmup_steps} and {measure_steps}")
+            raise UserInputError(f"warmup_steps must be >= 0 and measure_steps >= 1, got {warmup_steps} and {measure_steps}")
         if max_memory_gb is not None and not max_memory_gb > 0:
-            raise ValueError(f"max_memory_gb must be > 0 or None, got {max_memory_gb}")
+            raise UserInputError(f"max_memory_gb must be > 0 or None, got {max_memory_gb}")
         if global_batch_size is not None and global_batch_size < 1:
-            raise ValueError(f"global_batch_size must be >= 1 or None, got {global_batch_size}")
+            raise UserInputError(f"global_batch_size must be >= 1 or None, got {global_batch_size}")
         if max_search_share is not None and not 0 < max_search_share <= 1:
-            raise ValueError(f"max_search_share must be in (0, 1] or None, got {max_search_share}")
+            raise UserInputError(f"max_search_share must be in (0, 1] or None, got {max_search_share}")
         self.mode = mode
         self.init_batch_size = init_batch_size
         self.max_batch_size = max_batch_size
@@ -168,7 +169,7 @@ class BatchSizeSearch(Callback):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not lightning_hasattr(pl_module, self.batch_arg_name):
-            raise ValueError(
+            raise UserInputError(
                 f"batch_arg_name={self.batch_arg_name!r}: neither the model, its hparams nor the datamodule has it"
             )
         if self.applied.get("batch_size"):  # resumed from a checkpoint: re-apply, do not search again

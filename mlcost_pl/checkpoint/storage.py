@@ -12,10 +12,11 @@ import os
 import uuid
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.utils.fs import atomic_write_local, fsync_dir, get_fs, is_local
 
 
-class CheckpointDirError(ValueError):
+class CheckpointDirError(UserInputError):
     """A checkpoint directory cannot be reached or written (the message names the URL and the cause)."""
 
 
@@ -41,7 +42,7 @@ class CheckpointStorage:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         if not isinstance(url, (str, os.PathLike)) or not str(url).strip():
-            raise ValueError(f"dirpath must be a non-empty path or URL, got {url!r}")
+            raise UserInputError(f"dirpath must be a non-empty path or URL, got {url!r}")
         self.storage_options = dict(storage_options or {})
         self.fs, path = get_fs(str(url), **self.storage_options)
         self.is_local = is_local(self.fs)

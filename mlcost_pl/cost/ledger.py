@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlcost_pl.errors import MissingDependencyError, UserInputError
 from mlcost_pl.utils.fs import get_fs, is_local, local_path, write_atomic
 
 # Column -> SQLite type. Rows are plain dicts with these keys (``metrics`` is a dict of floats).
@@ -97,7 +98,7 @@ class SQLiteLedger(Ledger):
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ValueError(f"ledger: cannot create the folder of {path}: {err}") from None
+            raise UserInputError(f"ledger: cannot create the folder of {path}: {err}") from None
         try:
             with self._connect() as con:
                 cols = ", ".join(f"{k} {t}" for k, t in COLUMNS.items())
@@ -107,7 +108,7 @@ class SQLiteLedger(Ledger):
                     if k not in have:
                         con.execute(f"ALTER TABLE runs ADD COLUMN {k} {t.replace(' PRIMARY KEY', '')}")
         except sqlite3.DatabaseError as err:
-            raise ValueError(f"ledger: {path} is not a usable SQLite database: {err}") from None
+            raise UserInputError(f"ledger: {path} is not a usable SQLite database: {err}") from None
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30.0)
@@ -147,7 +148,7 @@ class JSONLinesLedger(Ledger):
         try:
             self.fs, self.path = get_fs(url, **self.storage_options)
         except ImportError as err:
-            raise ImportError(f"ledger: {err}") from err
+            raise MissingDependencyError(f"ledger: {err}") from err
 
     def rows(self) -> list[dict[str, Any]]:
         if not self.fs.exists(self.path):
@@ -180,10 +181,10 @@ def open_ledger(url: str | os.PathLike, storage_options: Mapping[str, Any] | Non
     """
     url = str(url)
     if not url:
-        raise ValueError("ledger must be a path or fsspec URL, got ''")
+        raise UserInputError("ledger must be a path or fsspec URL, got ''")
     if url.endswith(".jsonl") or not is_local(url):
         if not is_local(url) and url.endswith((".sqlite", ".db", ".sqlite3")):
-            raise ValueError(f"ledger: {url}: SQLite ledgers must be local files; use a .jsonl name for a remote ledger")
+            raise UserInputError(f"ledger: {url}: SQLite ledgers must be local files; use a .jsonl name for a remote ledger")
         return JSONLinesLedger(url, storage_options)
     return SQLiteLedger(url)
 

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from mlcost_pl.data.digits import check_num_classes, split_indices
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.utils.fs import get_fs
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -24,14 +25,14 @@ def scan_image_folder(root: str) -> tuple[list[str], list[tuple[str, int]], Any]
     """
     fs, base = get_fs(root)
     if not fs.isdir(base):
-        raise FileNotFoundError(f"data.root: no such directory: {root}")
+        raise MissingInputError(f"data.root: no such directory: {root}")
     classes = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False) if fs.isdir(p))
     samples: list[tuple[str, int]] = []
     for label, name in enumerate(classes):
         files = sorted(fs.find(f"{base.rstrip('/')}/{name}"))
         samples += [(f, label) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not samples:
-        raise FileNotFoundError(f"data.root: no images in class sub-folders of {root} (expected root/<class>/<image>)")
+        raise MissingInputError(f"data.root: no images in class sub-folders of {root} (expected root/<class>/<image>)")
     return classes, samples, fs
 
 
@@ -91,14 +92,14 @@ class ImageFolderDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise UserInputError(f"channels must be 1 or 3, got {channels}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters(ignore=["num_classes"])
         self.batch_size = batch_size
         fs, base = get_fs(root)
         if not fs.isdir(base):
-            raise FileNotFoundError(f"data.root: no such directory: {root}")
+            raise MissingInputError(f"data.root: no such directory: {root}")
         self._split_dirs = {s: f"{root.rstrip('/')}/{s}" for s in ("train", "val", "test") if fs.isdir(f"{base.rstrip('/')}/{s}")}
         scan_root = self._split_dirs.get("train", root)
         self.class_names, _, _ = scan_image_folder(scan_root)
@@ -127,7 +128,7 @@ class ImageFolderDataModule(LightningDataModule):
                 src = self._split_dirs.get(split, self._split_dirs["train"] if split == "val" else self._split_dirs.get("val", self._split_dirs["train"]))
                 classes, samples, fs = scan_image_folder(src)
                 if classes != self.class_names:
-                    raise ValueError(f"data.root: class folders of {src} {classes} differ from train's {self.class_names}")
+                    raise UserInputError(f"data.root: class folders of {src} {classes} differ from train's {self.class_names}")
                 self.datasets[split] = _FsImageDataset(fs, samples, self._transform(split == "train"))
             return
         _, samples, fs = scan_image_folder(self.hparams.root)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.export.onnx_export import INPUT_NAME, ort_session
 from mlcost_pl.utils.cpu import cpu_info, parse_cpuinfo
 
@@ -130,7 +131,7 @@ def quantize_static(
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     if not calibration:
-        raise ValueError("export.calibration_samples: no calibration batches (the training split is empty?)")
+        raise UserInputError("export.calibration_samples: no calibration batches (the training split is empty?)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ort_quantize_static(

@@ -7,6 +7,7 @@ import io
 import torch
 from torch import nn
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.utils.fs import write_atomic
 
 
@@ -25,7 +26,7 @@ def save_weights(module: nn.Module, url: str) -> str:
         'memory://doc/linear.pt'
     """
     if not url:
-        raise ValueError("finetune.backbone_path must be a path or fsspec URL, got an empty value")
+        raise UserInputError("finetune.backbone_path must be a path or fsspec URL, got an empty value")
     buf = io.BytesIO()
     torch.save(module.state_dict(), buf)
     write_atomic(url, buf.getvalue())

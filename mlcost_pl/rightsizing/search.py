@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mlcost_pl.errors import UserInputError
+
 
 @dataclass
 class SearchResult:
@@ -40,11 +42,11 @@ class SearchResult:
 
 def _check(init: int, max_batch_size: int | None, max_trials: int) -> None:
     if init < 1:
-        raise ValueError(f"init_batch_size must be >= 1, got {init}")
+        raise UserInputError(f"init_batch_size must be >= 1, got {init}")
     if max_batch_size is not None and max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+        raise UserInputError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
     if max_trials < 2:
-        raise ValueError(f"max_trials must be >= 2, got {max_trials}")
+        raise UserInputError(f"max_trials must be >= 2, got {max_trials}")
 
 
 def max_fit_search(
@@ -84,11 +86,11 @@ def max_fit_search(
     """
     _check(init, max_batch_size, max_trials)
     if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+        raise UserInputError(f"tolerance must be in [0, 1), got {tolerance}")
     if not 0 <= safety_margin < 1:
-        raise ValueError(f"safety_margin must be in [0, 1), got {safety_margin}")
+        raise UserInputError(f"safety_margin must be in [0, 1), got {safety_margin}")
     if growth <= 1:
-        raise ValueError(f"growth must be > 1, got {growth}")
+        raise UserInputError(f"growth must be > 1, got {growth}")
     cap = max_batch_size if max_batch_size is not None else math.inf
     trials: list[tuple[int, bool]] = []
 
@@ -133,9 +135,9 @@ def pick_throughput(samples_per_s: dict[int, float], tolerance: float = 0.05) ->
         64
     """
     if not samples_per_s:
-        raise ValueError("samples_per_s is empty: no batch size could be measured")
+        raise UserInputError("samples_per_s is empty: no batch size could be measured")
     if not 0 <= tolerance < 1:
-        raise ValueError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
+        raise UserInputError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
     best = max(samples_per_s.values())
     return min(b for b, v in samples_per_s.items() if v >= (1 - tolerance) * best)
 
@@ -177,7 +179,7 @@ def throughput_search(
     """
     _check(init, max_batch_size, max_trials)
     if not 0 <= tolerance < 1:
-        raise ValueError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
+        raise UserInputError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
     cap = max_batch_size if max_batch_size is not None else math.inf
     trials: list[tuple[int, bool]] = []
     speeds: dict[int, float] = {}
@@ -236,9 +238,9 @@ def expected_saving(total_samples: float, baseline_sps: float, chosen_sps: float
         50.0
     """
     if baseline_sps <= 0 or chosen_sps <= 0:
-        raise ValueError(f"throughputs must be > 0, got baseline {baseline_sps} and chosen {chosen_sps}")
+        raise UserInputError(f"throughputs must be > 0, got baseline {baseline_sps} and chosen {chosen_sps}")
     if total_samples < 0:
-        raise ValueError(f"total_samples must be >= 0, got {total_samples}")
+        raise UserInputError(f"total_samples must be >= 0, got {total_samples}")
     baseline_s, chosen_s = total_samples / baseline_sps, total_samples / chosen_sps
     saving = baseline_s - chosen_s - search_s
     return {"baseline_s": baseline_s, "chosen_s": chosen_s, "saving_s": saving,
@@ -260,9 +262,9 @@ def fit_global_batch(per_device: int, global_batch: int, world_size: int = 1) ->
         (64, 1)
     """
     if per_device < 1:
-        raise ValueError(f"per_device batch size must be >= 1, got {per_device}")
+        raise UserInputError(f"per_device batch size must be >= 1, got {per_device}")
     if global_batch < 1 or world_size < 1 or global_batch % world_size:
-        raise ValueError(f"global_batch_size={global_batch} must be a positive multiple of world_size={world_size}")
+        raise UserInputError(f"global_batch_size={global_batch} must be a positive multiple of world_size={world_size}")
     per_rank = global_batch // world_size
     b = next(d for d in range(min(per_device, per_rank), 0, -1) if per_rank % d == 0)
     return b, per_rank // b

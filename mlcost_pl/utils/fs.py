@@ -20,6 +20,8 @@ import fsspec
 from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from mlcost_pl.errors import MissingDependencyError, MissingInputError
+
 #: Protocols that name the local disk.
 LOCAL_PROTOCOLS = ("file", "local")
 
@@ -42,7 +44,7 @@ def get_fs(url: str | os.PathLike[str], **storage_options: Any) -> tuple[fsspec.
     except ImportError as err:
         proto = split_protocol(str(url))[0] or "file"
         extra = _PACKAGES.get(proto, proto)
-        raise ImportError(f"{url}: the {proto}:// protocol needs `{extra}`: pip install {extra}") from err
+        raise MissingDependencyError(f"{url}: the {proto}:// protocol needs `{extra}`: pip install {extra}") from err
 
 
 def is_local(target: str | os.PathLike[str] | fsspec.AbstractFileSystem) -> bool:
@@ -157,7 +159,7 @@ def load_torch(url: str, map_location: Any = "cpu", weights_only: bool = True) -
 
     fs, path = get_fs(url)
     if not fs.exists(path):
-        raise FileNotFoundError(f"{url}: no such file")
+        raise MissingInputError(f"{url}: no such file")
     with fs.open(path, "rb") as f:
         data = f.read()
     return torch.load(io.BytesIO(data), map_location=map_location, weights_only=weights_only)
