@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import torch
@@ -13,6 +14,8 @@ from typing_extensions import override
 from mlcost_pl.data.digits import check_num_classes, split_indices
 from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.utils.fs import get_fs
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -56,15 +59,17 @@ class _FsImageDataset(Dataset):
 class ImageFolderDataModule(LightningDataModule):
     """Images in ``root/<class>/*.png`` (local path or fsspec URL, e.g. ``s3://bucket/pets``).
 
-    If ``root`` has ``train/`` (and optionally ``val/``, ``test/``) sub-folders they are used as splits; otherwise
-    one folder is split with a fixed seed.
+    If ``root`` has ``train/`` (and optionally ``val/``, ``test/``) sub-folders they are used as splits; a missing
+    ``val/`` is a seeded hold-out of ``train/`` (``val_fraction``, and ``test_fraction`` for test when ``test/`` is
+    missing too), said in a log line, so validation and the export gate never run on training images; a missing
+    ``test/`` next to a ``val/`` tests on ``val/``. Without ``train/`` the one folder is split with a fixed seed.
 
     Args:
         root: local directory or fsspec URL.
         image_size: images are resized to ``image_size x image_size``.
         channels: 1 (grayscale) or 3 (RGB).
         batch_size: per-device batch size.
-        val_fraction, test_fraction: split shares when ``root`` has no split folders.
+        val_fraction, test_fraction: split shares when ``root`` has no split folders (or no ``val/``).
         split_seed: seed of that split.
         num_workers: DataLoader workers.
         augment: random horizontal flips and crops on the training split.
@@ -124,17 +129,47 @@ class ImageFolderDataModule(LightningDataModule):
         if self.datasets:
             return
         if "train" in self._split_dirs:
-            for split in ("train", "val", "test"):
-                src = self._split_dirs.get(split, self._split_dirs["train"] if split == "val" else self._split_dirs.get("val", self._split_dirs["train"]))
-                classes, samples, fs = scan_image_folder(src)
-                if classes != self.class_names:
-                    raise UserInputError(f"data.root: class folders of {src} {classes} differ from train's {self.class_names}")
-                self.datasets[split] = _FsImageDataset(fs, samples, self._transform(split == "train"))
+            self._setup_split_folders()
             return
         _, samples, fs = scan_image_folder(self.hparams.root)
         train, val, test = split_indices(len(samples), self.hparams.val_fraction, self.hparams.test_fraction, self.hparams.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
             self.datasets[split] = _FsImageDataset(fs, [samples[i] for i in idx], self._transform(split == "train"))
+
+    def _setup_split_folders(self) -> None:
+        """``train/`` with optional ``val/`` and ``test/``; a missing ``val/`` (or ``test/``) is a seeded hold-out of
+        ``train/``, never the training images themselves."""
+        found: dict[str, tuple[Any, list[tuple[str, int]]]] = {}
+        for split, src in self._split_dirs.items():
+            classes, samples, fs = scan_image_folder(src)
+            if classes != self.class_names:
+                raise UserInputError(f"data.root: class folders of {src} {classes} differ from train's {self.class_names}")
+            found[split] = (fs, samples)
+        fs, samples = found["train"]
+        held = {"val": self.hparams.val_fraction if "val" not in found else 0.0,
+                "test": self.hparams.test_fraction if "test" not in found and "val" not in found else 0.0}
+        if held["val"] or held["test"]:
+            train, val, test = split_indices(len(samples), held["val"], held["test"], self.hparams.split_seed)
+            if not train or (held["val"] and not val):
+                raise UserInputError(
+                    f"data.root: {self._split_dirs['train']} has {len(samples)} images, too few to hold out "
+                    f"val_fraction={held['val']} for validation; add a val/ folder"
+                )
+            found["train"] = (fs, [samples[i] for i in train])
+            found.setdefault("val", (fs, [samples[i] for i in val]))
+            if held["test"]:
+                found["test"] = (fs, [samples[i] for i in test])
+            log.info(
+                "ImageFolderDataModule: %s has no %s folder: held out a seeded split of train/ (split_seed=%d): "
+                "%d train, %d val%s images", self.hparams.root, " or ".join(s + "/" for s in ("val", "test") if held[s]),
+                self.hparams.split_seed, len(train), len(val), f", {len(test)} test" if held["test"] else "",
+            )
+        if "test" not in found:
+            log.info("ImageFolderDataModule: %s has no test/ folder: testing on val/", self.hparams.root)
+            found["test"] = found["val"]
+        for split in ("train", "val", "test"):
+            fs, samples = found[split]
+            self.datasets[split] = _FsImageDataset(fs, samples, self._transform(split == "train"))
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(
