@@ -338,7 +338,7 @@ def explain_choice(
     if keep_global_batch:
         per_rank = global_batch // max(world_size, 1)
         if result.batch_size >= per_rank:
-            why = (f"keep_global_batch=True holds the global batch at {global_batch} ({batch} x {accumulate}{ranks})"
+            why = (f"keep_global_batch=True holds the global batch at {global_batch} (batch {batch} x accumulate {accumulate}{ranks})"
                    f"{', which already fits' if mode == 'max_fit' else ''}; pass keep_global_batch=False (with "
                    f"lr_scaling='linear' or 'sqrt') or global_batch_size=N to let the batch grow")
         else:
