@@ -1,0 +1,223 @@
+"""The storage price table: a bundled, dated YAML of storage classes per cloud that users override or extend.
+
+Pure Python (PyYAML + fsspec), like :mod:`mlcost_pl.cost.catalog`: no Lightning, no torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+GB = 1e9
+DAYS_PER_MONTH = 365.0 / 12
+PROVIDERS = ("aws", "gcp", "azure")
+_NUMBERS = ("usd_per_gb_month", "min_days", "transition_per_1000", "retrieval_per_gb", "min_object_bytes", "overhead_bytes",
+            "overhead_standard_bytes", "rank")
+_FIELDS = (*_NUMBERS, "same_as")
+
+
+class UnknownStorageClassError(ValueError):
+    """A storage class that is not in the provider's price table; the message lists the known ones."""
+
+
+@dataclass(frozen=True)
+class StorageClassPrice:
+    """What one storage class of one cloud costs.
+
+    Attributes:
+        name: the cloud's class name (``STANDARD_IA``, ``NEARLINE``, ``Cool``).
+        usd_per_gb_month: storage per GB-month (GB = 10^9 bytes).
+        min_days: minimum storage duration; leaving earlier bills the remaining days.
+        transition_per_1000: USD per 1,000 objects a lifecycle rule moves into this class.
+        retrieval_per_gb: USD per GB read out of this class.
+        min_object_bytes: smaller objects are billed as this size.
+        overhead_bytes: extra bytes billed per object at this class's rate.
+        overhead_standard_bytes: extra bytes billed per object at the provider's default class rate.
+        rank: 0 = hottest; rules only move objects to a higher rank.
+        same_as: classes of other clouds this one stands in for.
+    """
+
+    name: str
+    usd_per_gb_month: float
+    min_days: float = 0.0
+    transition_per_1000: float = 0.0
+    retrieval_per_gb: float = 0.0
+    min_object_bytes: float = 0.0
+    overhead_bytes: float = 0.0
+    overhead_standard_bytes: float = 0.0
+    rank: float = 0.0
+    same_as: tuple[str, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class ProviderPrices:
+    """The classes of one cloud.
+
+    Attributes:
+        name: ``aws``, ``gcp`` or ``azure``.
+        default_class: the class of an object whose store reports none (a local folder priced as this cloud).
+        min_transition_bytes: lifecycle rules leave smaller objects where they are (S3: 128 KiB).
+        classes: ``{class name: StorageClassPrice}``.
+    """
+
+    name: str
+    default_class: str
+    min_transition_bytes: float
+    classes: dict[str, StorageClassPrice]
+
+    def lookup(self, storage_class: str) -> StorageClassPrice:
+        """The class ``storage_class``, or the class of this cloud that ``same_as`` lists it under.
+
+        Raises:
+            UnknownStorageClassError: (a ``ValueError``) naming the class, the cloud and the classes it has.
+        """
+        if storage_class in self.classes:
+            return self.classes[storage_class]
+        for price in self.classes.values():
+            if storage_class in price.same_as:
+                return price
+        near = difflib.get_close_matches(str(storage_class), list(self.classes), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise UnknownStorageClassError(
+            f"storage class {storage_class!r} is not in the {self.name} price table{hint}; it has {', '.join(self.classes)}. "
+            f"Add it with prices.{self.name}.classes.{storage_class}.usd_per_gb_month=<USD>"
+        )
+
+
+def _class(name: str, fields: Any, base: StorageClassPrice | None, where: str) -> StorageClassPrice:
+    if not isinstance(fields, Mapping):
+        raise ValueError(f"{where}.{name}: expected a mapping of {', '.join(_FIELDS)}, got {fields!r}")
+    unknown = sorted(set(fields) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}.{name}: unknown field(s) {unknown}; allowed: {', '.join(_FIELDS)}")
+    values: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "same_as":
+            values[key] = tuple(str(v) for v in (value or ()))
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{where}.{name}.{key} must be a number >= 0, got {value!r}")
+        values[key] = float(value)
+    if base is None:
+        if "usd_per_gb_month" not in values:
+            raise ValueError(f"{where}.{name}: a new storage class needs usd_per_gb_month")
+        return StorageClassPrice(name=name, **values)
+    return StorageClassPrice(**{**base.__dict__, **values})
+
+
+def _provider(name: str, data: Any, base: ProviderPrices | None, where: str) -> ProviderPrices:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}.{name}: expected a mapping with classes, default_class, min_transition_bytes")
+    unknown = sorted(set(data) - {"classes", "default_class", "min_transition_bytes"})
+    if unknown:
+        raise ValueError(f"{where}.{name}: unknown field(s) {unknown}; allowed: classes, default_class, min_transition_bytes")
+    classes = dict(base.classes) if base else {}
+    raw_classes = data.get("classes") or {}
+    if not isinstance(raw_classes, Mapping):
+        raise ValueError(f"{where}.{name}.classes must be a mapping of class name -> fields")
+    for cls, fields in raw_classes.items():
+        classes[str(cls)] = _class(str(cls), fields, classes.get(str(cls)), f"{where}.{name}.classes")
+    default = str(data.get("default_class", base.default_class if base else ""))
+    if default not in classes:
+        raise ValueError(f"{where}.{name}.default_class={default!r} is not one of its classes ({', '.join(classes)})")
+    min_bytes = data.get("min_transition_bytes", base.min_transition_bytes if base else 0)
+    if isinstance(min_bytes, bool) or not isinstance(min_bytes, (int, float)) or min_bytes < 0:
+        raise ValueError(f"{where}.{name}.min_transition_bytes must be a number >= 0, got {min_bytes!r}")
+    return ProviderPrices(name, default, float(min_bytes), classes)
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_data() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("mlcost_pl.storage").joinpath("prices.yaml").read_text())
+
+
+class StoragePrices:
+    """Storage class prices per cloud: the bundled ``prices.yaml``, then user overrides on top.
+
+    Args:
+        providers: ``{provider: ProviderPrices}``.
+        as_of: the date the prices were taken.
+        source: where they were taken from.
+
+    Example:
+        >>> prices = StoragePrices.load(overrides={"aws": {"classes": {"STANDARD": {"usd_per_gb_month": 0.021}}}})
+        >>> prices.provider("aws").lookup("STANDARD").usd_per_gb_month
+        0.021
+        >>> prices.provider("gcp").lookup("STANDARD_IA").name
+        'NEARLINE'
+    """
+
+    def __init__(self, providers: Mapping[str, ProviderPrices], as_of: str | None = None, source: str | None = None) -> None:
+        self.providers = dict(providers)
+        self.as_of = as_of
+        self.source = source
+
+    @classmethod
+    def bundled(cls) -> StoragePrices:
+        """The table shipped with mlcost_pl (``mlcost_pl/storage/prices.yaml``)."""
+        data = _bundled_data()
+        providers = {name: _provider(name, body, None, "prices.yaml") for name, body in data["providers"].items()}
+        return cls(providers, as_of=str(data.get("as_of")), source=data.get("source"))
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, file: str | None = None) -> StoragePrices:
+        """The bundled table, then the providers of ``file`` (YAML/JSON, local or fsspec URL), then ``overrides``."""
+        table = cls.bundled()
+        if file:
+            table = table.with_file(file)
+        if overrides:
+            table = table.with_overrides(overrides)
+        return table
+
+    def with_overrides(self, overrides: Mapping[str, Any], where: str = "prices") -> StoragePrices:
+        """A new table with ``{provider: {classes: {CLASS: {field: value}}, ...}}`` merged in field by field.
+
+        Raises:
+            ValueError: not a mapping, an unknown field, a negative or non-numeric price (the message names it).
+        """
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"{where} must be a mapping of provider -> {{classes: ...}}, got {type(overrides).__name__}")
+        if isinstance(overrides.get("providers"), Mapping):
+            overrides = overrides["providers"]
+        providers = dict(self.providers)
+        for name, body in overrides.items():
+            providers[str(name)] = _provider(str(name), body, providers.get(str(name)), where)
+        return StoragePrices(copy.copy(providers), as_of=self.as_of, source=self.source)
+
+    def with_file(self, url: str) -> StoragePrices:
+        """A new table with the providers of a YAML or JSON file (local path or fsspec URL) merged in.
+
+        Raises:
+            FileNotFoundError: ``url`` does not exist (named).
+            ValueError: the file does not parse or has a bad entry (named).
+        """
+        import fsspec
+
+        try:
+            with fsspec.open(str(url), "r") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"prices_file: {url}: no such file") from None
+        try:
+            data = json.loads(text) if str(url).endswith(".json") else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as err:
+            raise ValueError(f"prices_file: {url} does not parse: {err}") from None
+        return self.with_overrides(data or {}, where=f"prices_file {url}")
+
+    def provider(self, name: str) -> ProviderPrices:
+        """The classes of cloud ``name``.
+
+        Raises:
+            ValueError: ``name`` is not in the table (names the ones that are).
+        """
+        if name not in self.providers:
+            raise ValueError(f"provider={name!r} is not in the storage price table; it has {', '.join(self.providers)}")
+        return self.providers[name]
