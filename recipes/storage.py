@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.utils.fs import write_atomic
 from mlcost_pl.storage import (
     GROUPS,
     StoragePrices,
@@ -47,16 +48,13 @@ def _plain(node: Any) -> Any:
 
 
 def _write(out: str, name: str, data: bytes) -> str:
-    from mlcost_pl.checkpoint.storage import CheckpointStorage
-
-    store = CheckpointStorage(out)
-    store.makedirs("")
-    store.write_atomic(name, data)
-    return store.url_of(name)
+    return write_atomic(f"{out.rstrip('/')}/{name}", data)
 
 
 def _usd(x: float) -> str:
-    return f"{x:,.4f}" if abs(x) < 100 else f"{x:,.2f}"
+    if abs(x) >= 100:
+        return f"{x:,.2f}"
+    return f"{x:.4f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2e}"
 
 
 def _size(n: float) -> str:

@@ -159,7 +159,8 @@ class RuleImpact:
         bytes: bytes they hold.
         net_usd: cost with the rule minus cost without it over the horizon (negative = it saves).
         delta: the same difference per component (``storage``, ``transitions``, ``min_duration``, ``retrieval``).
-        costs_more: the rule costs more than it saves (``net_usd > 0``).
+        costs_more: the rule costs more than it saves (``net_usd`` above a millionth of a dollar: float noise and
+            minimum-duration charges that only pre-pay storage beyond the horizon stay unflagged at that scale).
     """
 
     name: str
@@ -170,7 +171,7 @@ class RuleImpact:
 
     @property
     def costs_more(self) -> bool:
-        return self.net_usd > 1e-12
+        return self.net_usd > 1e-6
 
 
 @dataclass
