@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from typing import Any
 
 import hydra
+from fsspec.implementations.local import LocalFileSystem
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
-from mlcost_pl.utils.fs import write_atomic
+from mlcost_pl.utils.fs import get_fs
 from mlcost_pl.storage import (
     GROUPS,
     StoragePrices,
@@ -48,7 +50,15 @@ def _plain(node: Any) -> Any:
 
 
 def _write(out: str, name: str, data: bytes) -> str:
-    return write_atomic(f"{out.rstrip('/')}/{name}", data)
+    """``out/name`` all-or-nothing: locally a temporary sibling renamed over it, on an object store one PUT."""
+    fs, path = get_fs(f"{out.rstrip('/')}/{name}")
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    local = isinstance(fs, LocalFileSystem)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}" if local else path
+    fs.pipe_file(tmp, data)
+    if local:
+        fs.mv(tmp, path)
+    return path if local else fs.unstrip_protocol(path)
 
 
 def _usd(x: float) -> str:

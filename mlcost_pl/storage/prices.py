@@ -8,13 +8,14 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from mlcost_pl.utils.fs import get_fs
 
 GB = 1e9
 DAYS_PER_MONTH = 365.0 / 12
@@ -170,12 +171,8 @@ class StoragePrices:
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, file: str | None = None) -> StoragePrices:
         """The bundled table, then the providers of ``file`` (YAML/JSON, local or fsspec URL), then ``overrides``."""
-        table = cls.bundled()
-        if file:
-            table = table.with_file(file)
-        if overrides:
-            table = table.with_overrides(overrides)
-        return table
+        table = cls.bundled().with_file(file) if file else cls.bundled()
+        return table.with_overrides(overrides) if overrides else table
 
     def with_overrides(self, overrides: Mapping[str, Any], where: str = "prices") -> StoragePrices:
         """A new table with ``{provider: {classes: {CLASS: {field: value}}, ...}}`` merged in field by field.
@@ -193,23 +190,19 @@ class StoragePrices:
         return StoragePrices(copy.copy(providers), as_of=self.as_of, source=self.source)
 
     def with_file(self, url: str) -> StoragePrices:
-        """A new table with the providers of a YAML or JSON file (local path or fsspec URL) merged in.
+        """A new table with the providers of a YAML (or JSON, a subset of YAML) file at a path or fsspec URL merged in.
 
         Raises:
-            FileNotFoundError: ``url`` does not exist (named).
-            ValueError: the file does not parse or has a bad entry (named).
+            FileNotFoundError: nothing at ``url`` (named).
+            ValueError: the file does not parse, or holds a bad entry (named).
         """
-        import fsspec
-
+        fs, path = get_fs(str(url))
         try:
-            with fsspec.open(str(url), "r") as f:
-                text = f.read()
+            data = yaml.safe_load(fs.cat_file(path))
         except FileNotFoundError:
-            raise FileNotFoundError(f"prices_file: {url}: no such file") from None
-        try:
-            data = json.loads(text) if str(url).endswith(".json") else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as err:
-            raise ValueError(f"prices_file: {url} does not parse: {err}") from None
+            raise FileNotFoundError(f"prices_file={url}: no such file") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"prices_file={url} is not YAML/JSON: {' '.join(str(err).split())}") from None
         return self.with_overrides(data or {}, where=f"prices_file {url}")
 
     def provider(self, name: str) -> ProviderPrices:

@@ -33,33 +33,3 @@ def load_torch(url: str, map_location: Any = "cpu", weights_only: bool = True) -
     with fs.open(path, "rb") as f:
         data = f.read()
     return torch.load(io.BytesIO(data), map_location=map_location, weights_only=weights_only)
-
-
-def write_atomic(url: str, data: bytes, **storage_options: Any) -> str:
-    """Write ``data`` to a local path or fsspec URL so readers see the old content or the new, never half of it.
-
-    A local file is written to a temporary sibling, fsynced and renamed over the target; an object store's single PUT
-    is already all-or-nothing. Returns the path/URL written.
-    """
-    import os
-    import uuid
-
-    from fsspec.implementations.local import LocalFileSystem
-
-    fs, path = get_fs(url, **storage_options)
-    if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(path, data)
-        return fs.unstrip_protocol(path)
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

@@ -51,3 +51,12 @@ def test_a_class_the_table_lacks_is_named():
         StoragePrices.bundled().provider("aws").lookup("GLACIER_DEEP")
     with pytest.raises(ValueError, match=r"provider='ibm'"):
         StoragePrices.bundled().provider("ibm")
+
+
+def test_prices_file_errors_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"prices_file=.*missing.yaml: no such file"):
+        StoragePrices.load(file=str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("aws: [unclosed")
+    with pytest.raises(ValueError, match=r"prices_file=.*bad.yaml is not YAML/JSON"):
+        StoragePrices.load(file=str(bad))
