@@ -20,7 +20,7 @@ from typing import Any
 
 from mlcost_pl.storage.classify import Classification
 from mlcost_pl.storage.inventory import DAY_S
-from mlcost_pl.storage.prices import ProviderPrices
+from mlcost_pl.storage.prices import ProviderPrices, check_fields
 
 ID_PREFIX = "mlcost-"
 SELECTS = ("checkpoints_not_newest", "checkpoints_beyond_keep_last", "checkpoints_uncommitted")
@@ -117,11 +117,7 @@ def parse_rules(rules: Mapping[str, Any] | None, provider: ProviderPrices) -> li
         where = f"rules.{name}"
         if body is None:
             continue
-        if not isinstance(body, Mapping):
-            raise ValueError(f"{where} must be a mapping with {', '.join(_RULE_FIELDS)}, got {body!r}")
-        unknown = sorted(set(body) - set(_RULE_FIELDS))
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(_RULE_FIELDS)}")
+        check_fields(body, _RULE_FIELDS, where)
         if not body.get("enabled", True):
             continue
         prefix = body.get("prefix") or ""

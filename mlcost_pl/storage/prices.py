@@ -5,11 +5,10 @@ Pure Python (PyYAML + fsspec), like :mod:`mlcost_pl.cost.catalog`: no Lightning,
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -93,12 +92,18 @@ class ProviderPrices:
         )
 
 
-def _class(name: str, fields: Any, base: StorageClassPrice | None, where: str) -> StorageClassPrice:
-    if not isinstance(fields, Mapping):
-        raise ValueError(f"{where}.{name}: expected a mapping of {', '.join(_FIELDS)}, got {fields!r}")
-    unknown = sorted(set(fields) - set(_FIELDS))
+def check_fields(value: Any, allowed: tuple[str, ...], where: str) -> Mapping[str, Any]:
+    """``value`` if it is a mapping whose keys are all ``allowed``; else a ``ValueError`` naming ``where``."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping of {', '.join(allowed)}, got {value!r}")
+    unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise ValueError(f"{where}.{name}: unknown field(s) {unknown}; allowed: {', '.join(_FIELDS)}")
+        raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _class(name: str, fields: Any, base: StorageClassPrice | None, where: str) -> StorageClassPrice:
+    check_fields(fields, _FIELDS, f"{where}.{name}")
     values: dict[str, Any] = {}
     for key, value in fields.items():
         if key == "same_as":
@@ -115,11 +120,7 @@ def _class(name: str, fields: Any, base: StorageClassPrice | None, where: str) -
 
 
 def _provider(name: str, data: Any, base: ProviderPrices | None, where: str) -> ProviderPrices:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}.{name}: expected a mapping with classes, default_class, min_transition_bytes")
-    unknown = sorted(set(data) - {"classes", "default_class", "min_transition_bytes"})
-    if unknown:
-        raise ValueError(f"{where}.{name}: unknown field(s) {unknown}; allowed: classes, default_class, min_transition_bytes")
+    check_fields(data, ("classes", "default_class", "min_transition_bytes"), f"{where}.{name}")
     classes = dict(base.classes) if base else {}
     raw_classes = data.get("classes") or {}
     if not isinstance(raw_classes, Mapping):
@@ -140,13 +141,15 @@ def _bundled_data() -> dict[str, Any]:
     return yaml.safe_load(resources.files("mlcost_pl.storage").joinpath("prices.yaml").read_text())
 
 
+@dataclass(frozen=True)
 class StoragePrices:
-    """Storage class prices per cloud: the bundled ``prices.yaml``, then user overrides on top.
+    """What each storage class of each cloud costs (``StoragePrices.load()``: the bundled, dated ``prices.yaml`` with
+    a file's and the caller's overrides merged on top, field by field).
 
     Args:
-        providers: ``{provider: ProviderPrices}``.
-        as_of: the date the prices were taken.
-        source: where they were taken from.
+        providers: ``{"aws" | "gcp" | "azure" | ...: ProviderPrices}``.
+        as_of: when the list prices were read (the YAML's ``as_of``); reports print it.
+        source: the price pages they were read from.
 
     Example:
         >>> prices = StoragePrices.load(overrides={"aws": {"classes": {"STANDARD": {"usd_per_gb_month": 0.021}}}})
@@ -156,10 +159,9 @@ class StoragePrices:
         'NEARLINE'
     """
 
-    def __init__(self, providers: Mapping[str, ProviderPrices], as_of: str | None = None, source: str | None = None) -> None:
-        self.providers = dict(providers)
-        self.as_of = as_of
-        self.source = source
+    providers: dict[str, ProviderPrices]
+    as_of: str | None = None
+    source: str | None = None
 
     @classmethod
     def bundled(cls) -> StoragePrices:
@@ -187,7 +189,7 @@ class StoragePrices:
         providers = dict(self.providers)
         for name, body in overrides.items():
             providers[str(name)] = _provider(str(name), body, providers.get(str(name)), where)
-        return StoragePrices(copy.copy(providers), as_of=self.as_of, source=self.source)
+        return replace(self, providers=providers)
 
     def with_file(self, url: str) -> StoragePrices:
         """A new table with the providers of a YAML (or JSON, a subset of YAML) file at a path or fsspec URL merged in.
