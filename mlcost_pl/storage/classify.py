@@ -9,8 +9,11 @@ The layouts recognised:
   without a manifest ``checkpoint_uncommitted``. A run is *live* when something in it changed in the last
   ``live_days`` days.
 - **export** (:mod:`mlcost_pl.export.exporter`): a folder holding ``manifest.json``, ``report.json`` and an ``*.onnx``.
-- **dataset**: a folder holding litdata's ``index.json`` (an optimized, streamable dataset) and everything under it;
-  **features** when that folder (or one above it) is named ``features`` (the feature store's shards).
+- **dataset**: a folder holding litdata's ``index.json`` (an optimized, streamable dataset) and everything under it,
+  and the folder above it when that one holds a ``manifest.json`` (``mlcost_pl.data.optimize`` writes one split per
+  sub-folder and its manifest at the root); **features** when that folder (or one above it) is named ``features``.
+- **features**: the feature store's ``v<N>/<namespace digest>/<content digest>.npz`` shards and their ``meta.json``
+  (:mod:`mlcost_pl.data.feature_store`).
 - **logs**: CSV/TensorBoard/Hydra logs, ``*.log`` files, cost ledgers.
 - **temporary**: anything under a folder named ``temporary``.
 
@@ -30,11 +33,14 @@ from mlcost_pl.storage.inventory import DAY_S, Inventory, ObjectInfo
 # package imports torch, and a storage report must start in a fraction of a second.
 MANIFEST, LATEST, PROGRESS = "MANIFEST.json", "latest", "progress.json"
 _CHECKPOINT_RE = re.compile(r"^step-(\d{9,})-(\d{13,})$")
+# mlcost_pl.data.feature_store: <url>/v<format>/<namespace>/<digest>.npz and <url>/v<format>/<namespace>/meta.json.
+_FEATURE_SHARD_RE = re.compile(r"(^|/)v\d+/[0-9a-f]{32}/([0-9a-f]{32}\.npz|meta\.json)$")
 
 GROUPS = ("checkpoint_kept", "checkpoint_old", "checkpoint_uncommitted", "export", "dataset", "features", "logs", "temporary",
           "other")
 EXPORT_FILES = ("manifest.json", "report.json")
 DATASET_INDEX = "index.json"
+DATASET_MANIFEST = "manifest.json"
 FEATURES_DIR = "features"
 TEMPORARY_DIR = "temporary"
 LOG_DIRS = frozenset({"csv", "tensorboard", "logs", "lightning_logs", ".hydra", "wandb", "mlruns"})
@@ -208,7 +214,11 @@ def classify(inventory: Inventory, keep_last: int = 3, live_days: float = 7.0) -
             roots[folder_prefix] = "export"
         elif DATASET_INDEX in names:
             parts = folder_prefix.rstrip("/").split("/")
-            roots[folder_prefix] = "features" if FEATURES_DIR in parts else "dataset"
+            group = "features" if FEATURES_DIR in parts else "dataset"
+            roots[folder_prefix] = group
+            parent = _dir(folder_prefix.rstrip("/"))
+            if folder_prefix and DATASET_MANIFEST in by_dir.get(parent, ()):
+                roots[parent] = group
 
     groups: dict[str, str] = {}
     for obj in inventory.objects:
@@ -217,6 +227,8 @@ def classify(inventory: Inventory, keep_last: int = 3, live_days: float = 7.0) -
             groups[obj.key] = folders[split].group
         elif _dir(obj.key) in runs and obj.key.rsplit("/", 1)[-1] in (LATEST, PROGRESS):
             groups[obj.key] = "checkpoint_kept"
+        elif _FEATURE_SHARD_RE.search(obj.key):
+            groups[obj.key] = "features"
         elif (owner := _owner(obj.key, roots)) is not None:
             groups[obj.key] = owner
         elif TEMPORARY_DIR in obj.key.split("/")[:-1]:

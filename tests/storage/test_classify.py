@@ -46,6 +46,16 @@ def test_groups_of_a_project_tree(tmp_path):
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "index.json").write_text(json.dumps({"chunks": [], "config": {}}))
         (tmp_path / folder / "chunk-0-0.bin").write_bytes(b"d" * 500)
+    split_root = tmp_path / "data/digits-streaming"  # mlcost_pl.data.optimize: a manifest above one folder per split
+    for split in ("train", "val"):
+        (split_root / split).mkdir(parents=True)
+        (split_root / split / "index.json").write_text("{}")
+        (split_root / split / "chunk-0-0.zstd.bin").write_bytes(b"c" * 50)
+    (split_root / "manifest.json").write_text("{}")
+    shards = tmp_path / "cache/store/v1" / ("a" * 32)  # mlcost_pl.data.feature_store
+    shards.mkdir(parents=True)
+    (shards / f"{'b' * 32}.npz").write_bytes(b"npz")
+    (shards / "meta.json").write_text("{}")
     (tmp_path / "train/run-a/csv").mkdir()
     (tmp_path / "train/run-a/csv/metrics.csv").write_text("step,loss\n")
     (tmp_path / "train/run-a/train.log").write_text("log")
@@ -62,6 +72,8 @@ def test_groups_of_a_project_tree(tmp_path):
     assert g[f"{ck}latest"] == g[f"{ck}progress.json"] == "checkpoint_kept"
     assert all(g[f"export/run-a/{f}"] == "export" for f in ("model.onnx", "report.json", "verify_set.npz"))
     assert g["data/digits-optimized/chunk-0-0.bin"] == "dataset" and g["data/features/emb-v1/index.json"] == "features"
+    assert g["data/digits-streaming/manifest.json"] == g["data/digits-streaming/val/chunk-0-0.zstd.bin"] == "dataset"
+    assert g[f"cache/store/v1/{'a' * 32}/{'b' * 32}.npz"] == g[f"cache/store/v1/{'a' * 32}/meta.json"] == "features"
     assert g["train/run-a/csv/metrics.csv"] == g["train/run-a/train.log"] == "logs"
     assert g["temporary/scratch.bin"] == "temporary" and g["notes.txt"] == "other"
     (run,) = c.runs
