@@ -88,7 +88,7 @@ class ProviderPrices:
         hint = f" (did you mean {', '.join(near)}?)" if near else ""
         raise UnknownStorageClassError(
             f"storage class {storage_class!r} is not in the {self.name} price table{hint}; it has {', '.join(self.classes)}. "
-            f"Add it with prices.{self.name}.classes.{storage_class}.usd_per_gb_month=<USD>"
+            f"Add it with +prices.{self.name}.classes.{storage_class}.usd_per_gb_month=<USD>"
         )
 
 

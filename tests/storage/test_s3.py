@@ -137,3 +137,12 @@ def test_no_permission_to_put_lifecycle_is_one_line_and_applies_nothing(bucket):
     finally:
         _moto_auth(bucket["endpoint"], "inf")
     assert read_s3_rules(bucket["client"], bucket["name"]) == []
+
+
+def test_a_class_the_price_table_lacks_is_one_line(bucket):
+    put(bucket, "x.bin", 1000, StorageClass="INTELLIGENT_TIERING")
+    classified = classify(scan(bucket["url"], bucket["storage_options"]))
+    with pytest.raises(ValueError, match=r"'INTELLIGENT_TIERING' is not in the aws price table.*\+prices.aws.classes.INTELLIGENT_TIERING"):
+        price_groups(classified, AWS)
+    extended = StoragePrices.load(overrides={"aws": {"classes": {"INTELLIGENT_TIERING": {"usd_per_gb_month": 0.0125}}}})
+    assert price_groups(classified, extended.provider("aws"))["other"]["usd_per_month"] == pytest.approx(1000 / 1e9 * 0.0125)
