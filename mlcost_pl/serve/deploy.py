@@ -5,13 +5,13 @@ with their own recommended values.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mlcost_pl.utils.fs import write_atomic
 
 IN_FLIGHT_METRIC = "serve_in_flight_requests"
 PRESTOP_SLEEP_S = 5  # time for the endpoints controller to drop the pod before SIGTERM arrives
@@ -259,17 +259,6 @@ def k8s_manifests(settings: DeploySettings) -> dict[str, dict[str, Any]]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_k8s_manifests(settings: DeploySettings, out_dir: str | Path) -> list[Path]:
     """Write :func:`k8s_manifests` as YAML files plus a ``Dockerfile`` into ``out_dir``, each atomically.
 
@@ -281,10 +270,10 @@ def write_k8s_manifests(settings: DeploySettings, out_dir: str | Path) -> list[P
     written = []
     for filename, manifest in k8s_manifests(settings).items():
         path = out / filename
-        _write_atomic(path, yaml.safe_dump(manifest, sort_keys=False))
+        write_atomic(path, yaml.safe_dump(manifest, sort_keys=False))
         written.append(path)
     path = out / "Dockerfile"
-    _write_atomic(path, dockerfile(settings))
+    write_atomic(path, dockerfile(settings))
     written.append(path)
     return written
 
