@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
 
@@ -30,7 +31,7 @@ def write_manifests(cfg: DictConfig) -> list[str]:
     options.pop("target")
     out = options.pop("out")
     if not out:
-        raise ValueError("deploy.out is required with deploy=k8s: deploy.out=<folder for the manifests>")
+        raise UserInputError("deploy.out is required with deploy=k8s: deploy.out=<folder for the manifests>")
     paths = write_k8s_manifests(DeploySettings.from_dict(options), out)
     print_summary("mlcost_pl serve deploy=k8s", [("wrote", str(p)) for p in paths])
     return [str(p) for p in paths]
@@ -41,7 +42,7 @@ def serve(cfg: DictConfig) -> Any:
     if cfg.deploy.target == "k8s":
         return write_manifests(cfg)
     if not cfg.get("model_dir"):
-        raise ValueError("model_dir is required: model_dir=<the folder recipes.export wrote>")
+        raise UserInputError("model_dir is required: model_dir=<the folder recipes.export wrote>")
     from mlcost_pl.serve.model import load_export
     from mlcost_pl.serve.server import ModelServer, ServeSettings
 

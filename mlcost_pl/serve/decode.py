@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from mlcost_pl.errors import UserInputError
+
 JSON_TYPES = ("application/json",)
 NPY_TYPES = ("application/octet-stream", "application/x-npy")
 
 
-class BadInput(ValueError):
+class BadInput(UserInputError):
     """A request the server refuses, with the HTTP status to answer (4xx)."""
 
     def __init__(self, message: str, status: int = 422) -> None:

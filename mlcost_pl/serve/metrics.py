@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -42,7 +44,7 @@ def usd_per_1k_predictions(price_per_hour: float, seconds: float, predictions: f
         0.005
     """
     if price_per_hour < 0 or seconds < 0:
-        raise ValueError(f"price_per_hour and seconds must be >= 0, got {price_per_hour}, {seconds}")
+        raise UserInputError(f"price_per_hour and seconds must be >= 0, got {price_per_hour}, {seconds}")
     if predictions <= 0:
         return float("nan")
     return price_per_hour / 3600.0 * seconds / predictions * 1000.0

@@ -30,6 +30,7 @@ from litserve.loops.simple_loops import BatchedLoop
 from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem, WorkerSetupStatus
 from pydantic import BaseModel
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.serve.batching import AIMDBatchController
 from mlcost_pl.serve.cache import PredictionCache, build_cache, tensor_digest
 from mlcost_pl.serve.decode import BadInput, decode_body, format_outputs
@@ -85,17 +86,17 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
-            raise ValueError(f"serve.batching must be one of {BATCHING}, got {self.batching!r}")
+            raise UserInputError(f"serve.batching must be one of {BATCHING}, got {self.batching!r}")
         for key in ("max_batch_size", "max_queue", "max_request_samples", "top_k", "workers", "api_servers"):
             if int(getattr(self, key)) < 1:
-                raise ValueError(f"serve.{key} must be >= 1, got {getattr(self, key)}")
+                raise UserInputError(f"serve.{key} must be >= 1, got {getattr(self, key)}")
         for key in ("slo_ms", "max_body_mb", "drain_seconds"):
             if not float(getattr(self, key)) > 0:
-                raise ValueError(f"serve.{key} must be > 0, got {getattr(self, key)}")
+                raise UserInputError(f"serve.{key} must be > 0, got {getattr(self, key)}")
         if self.batch_timeout < 0 or self.ready_grace_s < 0 or self.retry_after_s < 0:
-            raise ValueError("serve.batch_timeout, serve.ready_grace_s and serve.retry_after_s must be >= 0")
+            raise UserInputError("serve.batch_timeout, serve.ready_grace_s and serve.retry_after_s must be >= 0")
         if self.ready_grace_s + SHUTDOWN_RESERVE_S + 1 > self.drain_seconds:
-            raise ValueError(f"serve.drain_seconds ({self.drain_seconds}) must be >= serve.ready_grace_s "
+            raise UserInputError(f"serve.drain_seconds ({self.drain_seconds}) must be >= serve.ready_grace_s "
                              f"({self.ready_grace_s}) + {SHUTDOWN_RESERVE_S + 1:g} s")
         self.cache = dict(self.cache or {"enabled": True})
 
@@ -104,11 +105,11 @@ class ServeSettings:
         from mlcost_pl.cost import resolve_instance
 
         if self.market not in ("on_demand", "spot"):
-            raise ValueError(f"serve.market must be 'on_demand' or 'spot', got {self.market!r}")
+            raise UserInputError(f"serve.market must be 'on_demand' or 'spot', got {self.market!r}")
         entry = resolve_instance(self.instance, usd_per_hour=self.usd_per_hour if self.instance == "custom" else None)
         price = entry.price(self.market)
         if price is None:
-            raise ValueError(f"serve.instance={self.instance!r} has no {self.market} price in the catalog")
+            raise UserInputError(f"serve.instance={self.instance!r} has no {self.market} price in the catalog")
         return float(price)
 
 
@@ -528,7 +529,7 @@ def build_server(model: Any, *, sample: Any = None, labels: Any = None, variant:
         served = load_export(model, variant=variant, threads=threads, labels=labels)
     else:
         if sample is None:
-            raise ValueError("sample: serving a module needs an example input batch (sample=torch.zeros(1, 1, 8, 8))")
+            raise UserInputError("sample: serving a module needs an example input batch (sample=torch.zeros(1, 1, 8, 8))")
         import tempfile
 
         served = from_module(model, sample, workdir or tempfile.mkdtemp(prefix="mlcost-serve-"), labels=labels,

@@ -22,7 +22,8 @@ def test_auto_times_the_gated_variants_and_says_why(export_dir):
     assert load_export(export_dir, variant="fp32").reason == "serve.variant=fp32"
 
 
-def test_a_tampered_or_partial_export_is_refused_naming_the_file(export_dir, tmp_path, capsys):
+def test_a_tampered_or_partial_export_is_refused_naming_the_file(export_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # the one-line form, whatever an earlier test left set
     bad = tmp_path / "bad"
     shutil.copytree(export_dir, bad)
     data = bytearray((bad / "model.onnx").read_bytes())
