@@ -170,6 +170,8 @@ def optimize_datamodule(
         digest.update(y.tobytes())
         splits[s] = _Split(stored, y, scales, raw)
 
+    if spec["dtype"] == "encoded":  # JPEG/PNG bytes are compressed already: zstd over them only costs CPU
+        compression = None
     # 2. write with litdata: staged next to a local out, straight to an object store
     staging = target.url if target.is_local is False else f"{os.path.dirname(target.root)}/.{os.path.basename(target.root)}.partial-{uuid.uuid4().hex[:8]}"
     try:

@@ -33,7 +33,9 @@ def boto_options(endpoint_url: str | None, storage_options: dict[str, Any] | Non
 def fsspec_options(boto: dict[str, Any]) -> dict[str, Any]:
     """s3fs options equivalent to boto3 client kwargs ``boto``."""
     client = {k: boto[k] for k in ("endpoint_url", "region_name") if boto.get(k)}
-    out: dict[str, Any] = {"skip_instance_cache": True}
+    # Bounded retries: an unreachable endpoint is reported in seconds, not after minutes of back-off.
+    out: dict[str, Any] = {"skip_instance_cache": True,
+                           "config_kwargs": {"connect_timeout": 5, "retries": {"max_attempts": 2, "mode": "standard"}}}
     if client:
         out["client_kwargs"] = client
     if boto.get("aws_access_key_id"):

@@ -85,6 +85,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch
 def test_two_processes_writing_at_once_never_corrupt_the_store(tmp_path):
     url = str(tmp_path / "fs")
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, str(seed)], cwd=ROOT) for seed in (1, 2)]
