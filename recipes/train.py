@@ -57,6 +57,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     samples = trainer.global_step * batch * trainer.accumulate_grad_batches * trainer.world_size
     metrics.update({"time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start})
     metrics["throughput/train_samples_per_s"] = samples / fit_s if fit_s > 0 else 0.0
+    metrics.update(getattr(datamodule, "stats", None) or {})  # data=streaming: bytes as fed vs stored
 
     if trainer.is_global_zero:
         log_dirs = sorted({lg.log_dir for lg in trainer.loggers if getattr(lg, "log_dir", None)})
@@ -68,6 +69,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             ("test accuracy", metrics.get("test/acc", float("nan"))),
             ("wall time (s)", metrics["time/wall_s"]),
             ("train samples/s", metrics["throughput/train_samples_per_s"]),
+            *(datamodule.summary_rows() if hasattr(datamodule, "summary_rows") else []),
             ("checkpoints", ", ".join(ckpt_dirs) or "none"),
             ("logs", ", ".join(log_dirs) or "none"),
         ]
