@@ -54,6 +54,7 @@ def test_jobset_validates_against_its_crd_schema_and_jobs_against_kubernetes():
     env = {e["name"]: e["value"] for e in container["env"]}
     host = f"{doc['metadata']['name']}-head-0-0.{doc['spec']['network']['subdomain']}"
     assert env["RDZV_ENDPOINT"].startswith(host + ":") and env["IS_HOST"] == "0"
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
     assert {e["name"]: e["value"] for e in head["template"]["spec"]["containers"][0]["env"]}["IS_HOST"] == "1"
     args = container["args"][0]
     assert "trainer=ddp_multinode" in args and "--rdzv-backend=c10d" in args and env["CKPT_URL"].startswith("gs://")
@@ -80,7 +81,7 @@ def test_skypilot_multinode_validates_and_uses_node_rank_and_ips():
     run = doc["run"]
     for var in ("SKYPILOT_NODE_RANK", "SKYPILOT_NODE_IPS", "SKYPILOT_NUM_NODES", "SKYPILOT_NUM_GPUS_PER_NODE"):
         assert f"${var}" in run or f"${{{var}}}" in run or f'"${var}"' in run, var
-    assert doc["resources"]["use_spot"] is True
+    assert doc["resources"]["use_spot"] is True and doc["envs"]["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == 1
     assert PREEMPTED_EXIT_CODE in doc["resources"]["job_recovery"]["recover_on_exit_codes"]
     args = run.replace('"$GLOBAL_BATCH_SIZE"', str(doc["envs"]["GLOBAL_BATCH_SIZE"]))
     _check_global_batch(args, range(doc["num_nodes"], doc["num_nodes"] + 1))
