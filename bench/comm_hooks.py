@@ -5,7 +5,8 @@ Two real gloo ranks on 127.0.0.1 (``torch.multiprocessing``, one CPU thread each
 registered exactly as ``CompressedDDPStrategy`` registers it. Each rank counts the bytes of every tensor handed to
 ``torch.distributed.all_reduce``/``all_gather`` during measured steps (the hooks call these; DDP's built-in C++
 all-reduce does not, so the uncompressed baseline is torch's ``allreduce_hook``, the same all-reduce in Python).
-PowerSGD starts compressing after 2 steps; 2 warm-up steps are not measured. Repeats interleave the hooks; medians.
+PowerSGD starts compressing after 2 steps; 2 warm-up steps are not measured. All gradients go in one DDP bucket (see
+``GLOO_BUCKET_MB``). Repeats interleave the hooks; medians.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 HOOKS = ("none", "fp16", "bf16", "powersgd")
+# One gradient bucket, for every hook alike: PowerSGD's chained all-reduces of several buckets can be issued in a
+# different order on each rank by gloo's worker threads (a collective mismatch); CompressedDDPStrategy does the same.
+GLOO_BUCKET_MB = 1024
 
 
 def free_port() -> int:
@@ -84,7 +88,7 @@ def train_steps(rank: int, world: int, port: int, hooks: list[str], model_name: 
         nparams = 0
         for hook in hooks:
             torch.manual_seed(0)
-            model = DDP(build_model(model_name))
+            model = DDP(build_model(model_name), bucket_cap_mb=GLOO_BUCKET_MB)
             state, fn = comm_hook(hook, powersgd_rank=2, powersgd_start_iter=2) if hook != "none" else (None, default_hooks.allreduce_hook)
             model.register_comm_hook(state, fn)
             opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,15 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.comm_hooks import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["trainer=ddp_multinode", "experiment=digits_fast", "+global_batch_size=128", "trainer.enable_progress_bar=false",
         "callbacks.lr_monitor=null", "callbacks.spot_checkpoint.every_n_steps=null", "callbacks.spot_checkpoint.every_seconds=null"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ledger_row(ledger: Path) -> dict:
@@ -52,7 +47,7 @@ def run_recipe(tmp: Path, name: str, overrides: list[str], nodes: int, timeout: 
     if nodes == 1:
         subprocess.run([sys.executable, "-m", "recipes.train", *args], cwd=ROOT, env=env, check=True, capture_output=True, timeout=timeout)
     else:
-        port = _port()
+        port = free_port()
         procs = []
         for node in range(nodes):
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", "--nproc-per-node=1", "--rdzv-backend=c10d",

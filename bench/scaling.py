@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--step-s-resnet50", type=float, default=256 / 780)
     parser.add_argument("--bandwidths", type=float, nargs="+", default=[25.0, 100.0], help="link Gb/s")
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--latency-us", type=float, default=30.0, help="per-hop ring latency (TCP between nodes: tens of us)")
     parser.add_argument("--epochs", type=float, default=90)
     parser.add_argument("--budget-usd", type=float, default=20.0)
     parser.add_argument("--skip-measure", action="store_true", help="print the model tables only")
@@ -98,9 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, step_s in (("resnet18", args.step_s_resnet18), ("resnet50", args.step_s_resnet50)):
         for bw in args.bandwidths:
             model = ScalingModel(step_s=step_s, grad_bytes=PARAMS[name] * 4, bandwidth_gbps=bw, samples_per_epoch=IMAGENET,
-                                 batch_per_node=256, usd_per_node_hour=price)
+                                 batch_per_node=256, usd_per_node_hour=price, latency_s=args.latency_us * 1e-6)
             title = (f"{name}: {PARAMS[name] * 4 / 1e6:.1f} MB gradients, {step_s:.3f} s/step on one node "
-                     f"({args.instance} {args.market} ${price}/h), {bw:g} Gb/s link")
+                     f"({args.instance} {args.market} ${price}/h), {bw:g} Gb/s link, {args.latency_us:g} us/hop")
             out["tables"][f"{name}@{bw:g}"] = print_table(title, model, args.nodes, args.budget_usd, args.epochs)
 
     if args.skip_measure:

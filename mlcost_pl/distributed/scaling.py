@@ -3,8 +3,8 @@
 Pure Python, no torch. From a measured single-node step time, the gradient bytes and the inter-node link bandwidth it
 predicts, for ``n`` nodes training with a fixed per-node batch (weak scaling, as DDP does):
 
-* ring all-reduce time ``C(n) = 2 (n-1)/n x grad_bytes / bandwidth + 2 (n-1) x latency`` (each node sends and receives
-  ``2 (n-1)/n`` of the gradient: reduce-scatter then all-gather);
+* ring all-reduce time ``C(n) = 2 (n-1)/n x grad_bytes / bandwidth + 2 (n-1) x k x latency`` for ``k`` buckets (each
+  node sends and receives ``2 (n-1)/n`` of the gradient: reduce-scatter then all-gather);
 * DDP all-reduces gradient buckets while backward still runs, so only part of ``C`` shows: with ``k`` buckets and a
   backward of ``B`` seconds, the exposed time is ``max(C - B (1 - 1/k), C / k)`` (the last bucket is ready only when
   backward ends, and a link slower than backward is exposed by the difference);
@@ -63,7 +63,7 @@ class ScalingModel:
         usd_per_node_hour: the price of one node.
         backward_fraction: the part of ``step_s`` that is backward (about 2/3 for convnets).
         bucket_bytes: DDP's ``bucket_cap_mb`` in bytes (25 MiB by default).
-        latency_s: per-hop latency of the ring.
+        latency_s: per-hop latency of the ring, paid ``2 (n-1)`` times per bucket.
 
     Raises:
         ValueError: a non-positive time, size, bandwidth or price, or a ``backward_fraction`` outside (0, 1].
@@ -101,7 +101,8 @@ class ScalingModel:
 
     def exposed_comm_seconds(self, nodes: int) -> tuple[float, float]:
         """``(all-reduce seconds, the part of it not hidden behind backward)`` on ``nodes`` nodes."""
-        comm = ring_allreduce_seconds(self.grad_bytes, nodes, self.bandwidth_gbps, self.latency_s)
+        # every bucket is its own ring all-reduce: 2 (n-1) hops of latency each
+        comm = ring_allreduce_seconds(self.grad_bytes, nodes, self.bandwidth_gbps, self.latency_s * self.buckets)
         if comm == 0.0:
             return 0.0, 0.0
         backward = self.backward_fraction * self.step_s

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from mlcost_pl.distributed.comm_hooks import comm_hook as make_comm_hook
 from mlcost_pl.distributed.launcher import lightning_cluster_environment
+
+GLOO_POWERSGD_BUCKET_MB = 1024
 
 
 class CompressedDDPStrategy(DDPStrategy):
@@ -47,6 +50,15 @@ class CompressedDDPStrategy(DDPStrategy):
         self.comm_hook = comm_hook
         self.powersgd_rank = powersgd_rank
         self.powersgd_start_iter = powersgd_start_iter
+
+    @override
+    def configure_ddp(self) -> None:
+        if self.comm_hook == "powersgd" and torch.distributed.get_backend() == "gloo" and "bucket_cap_mb" not in self._ddp_kwargs:
+            # gloo runs collectives on several threads, so PowerSGD's chained all-reduces of two buckets can be issued
+            # in a different order on each rank (a collective mismatch). One bucket keeps them in order.
+            self._ddp_kwargs["bucket_cap_mb"] = GLOO_POWERSGD_BUCKET_MB
+            rank_zero_info(f"CompressedDDPStrategy: PowerSGD on gloo: one {GLOO_POWERSGD_BUCKET_MB} MB gradient bucket (set bucket_cap_mb to override)")
+        super().configure_ddp()
 
     @override
     def _register_ddp_hooks(self) -> None:
