@@ -48,3 +48,18 @@ def test_compressed_strategy_registers_its_hook_on_cpu(tmp_path):
         assert grad is not None and torch.equal(grad, grad.to(torch.bfloat16).float())  # went through bf16
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@RunIf(linux=True)
+def test_accuracy_holds_with_compression_on_two_loopback_nodes(tmp_path):
+    """recipes.train experiment=digits_fast on two torchrun agents: bf16 and PowerSGD within 3 points of no hook."""
+    from bench.multinode import run_recipe
+
+    acc = {}
+    for hook in ("none", "bf16", "powersgd"):
+        extra = ["trainer.strategy.powersgd_start_iter=10"] if hook == "powersgd" else []
+        acc[hook] = run_recipe(tmp_path, hook, [f"trainer.strategy.comm_hook={hook}", *extra], nodes=2)["test/acc"]
+    assert acc["none"] > 0.8, acc
+    assert acc["bf16"] >= acc["none"] - 0.03 and acc["powersgd"] >= acc["none"] - 0.03, acc
