@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlcost_pl.callbacks.cost_monitor import cost_summary_rows, record_final_metrics
 from mlcost_pl.callbacks.store_config import StoreConfig
 from mlcost_pl.config import instantiate_group, register_resolvers
+from mlcost_pl.distributed.launcher import export_launcher_env, requeue_on_preemption
 from mlcost_pl.precision import resolve_precision
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
@@ -26,6 +27,7 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit then test the configured model; return ``(metrics, objects)``."""
+    export_launcher_env()  # inside a submitit job: its world (RANK, WORLD_SIZE, ...) for Lightning and trainer=ddp_multinode
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -84,7 +86,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns test accuracy (for sweepers)."""
-    metrics, _ = run_cli(train, cfg)
+    with requeue_on_preemption():  # a SLURM job preempted after its emergency checkpoint requeues itself
+        metrics, _ = run_cli(train, cfg)
     return metrics.get("test/acc")
 
 
