@@ -1,0 +1,255 @@
+"""The Kubernetes HorizontalPodAutoscaler algorithm (autoscaling/v2), as documented and as kube-controller-manager
+implements it, with the clock injected.
+
+What is reproduced (https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/, and
+``pkg/controller/podautoscaler/{horizontal,replica_calculator}.go``):
+
+- ``desiredReplicas = ceil(currentReplicas x currentMetricValue / desiredMetricValue)``; no change when the ratio is
+  within ``tolerance`` (0.1) of 1.0.
+- Resource ``Utilization`` targets: utilization is the integer percent of the pods' requests, over the pods that have
+  a metric and are ready; unready (starting) pods count as 0 % on a scale-up, are set aside on a scale-down; a
+  recomputation that flips the direction or lands within the tolerance scales nothing.
+- External/Pods ``AverageValue`` targets (KEDA's metric type): ``ceil(total / target)`` against the current replicas.
+- ``behavior``: a stabilization window per direction (the highest recommendation of the last ``scaleDown`` window,
+  the lowest of the last ``scaleUp`` window; defaults 300 s and 0 s), then the rate limits of the ``Pods``/``Percent``
+  policies over their ``periodSeconds`` (``selectPolicy`` ``Max``, ``Min`` or ``Disabled``), then min/max replicas.
+  Defaults: scale-up ``max(+100 %, +4 pods)`` per 15 s, scale-down ``-100 %`` per 15 s.
+- Replicas outside ``[min, max]`` are brought back without consulting the metric; a target at 0 replicas with
+  ``minReplicas > 0`` is left alone (autoscaling disabled, which is how KEDA parks a workload at zero).
+
+Pure Python: no clock, no process, no Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+SELECT_POLICIES = ("Max", "Min", "Disabled")
+POLICY_TYPES = ("Pods", "Percent")
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    """One ``behavior.scaleUp/scaleDown.policies`` entry.
+
+    Args:
+        type: ``Pods`` (a number of pods) or ``Percent`` (a percentage of the replicas at the start of the period).
+        value: pods or percent, > 0.
+        period_s: ``periodSeconds``, the window over which the change is limited (1..1800).
+
+    Raises:
+        ValueError: a bad type, value or period (named).
+    """
+
+    type: str
+    value: int
+    period_s: int
+
+    def __post_init__(self) -> None:
+        if self.type not in POLICY_TYPES:
+            raise ValueError(f"policy type must be one of {', '.join(POLICY_TYPES)}, got {self.type!r}")
+        if not isinstance(self.value, int) or self.value <= 0:
+            raise ValueError(f"policy value must be an integer > 0, got {self.value!r}")
+        if not isinstance(self.period_s, int) or not 0 < self.period_s <= 1800:
+            raise ValueError(f"policy period_s must be an integer in 1..1800, got {self.period_s!r}")
+
+
+@dataclass(frozen=True)
+class ScalingRules:
+    """``behavior.scaleUp`` or ``behavior.scaleDown``.
+
+    Args:
+        policies: the rate limits.
+        select_policy: ``Max`` (the policy allowing the largest change), ``Min`` (the smallest) or ``Disabled``.
+        stabilization_window_s: ``stabilizationWindowSeconds`` (0..3600).
+
+    Raises:
+        ValueError: a bad select policy or window (named).
+    """
+
+    policies: tuple[ScalingPolicy, ...]
+    select_policy: str = "Max"
+    stabilization_window_s: int = 0
+
+    def __post_init__(self) -> None:
+        if self.select_policy not in SELECT_POLICIES:
+            raise ValueError(f"select_policy must be one of {', '.join(SELECT_POLICIES)}, got {self.select_policy!r}")
+        if not isinstance(self.stabilization_window_s, int) or not 0 <= self.stabilization_window_s <= 3600:
+            raise ValueError(f"stabilization_window_s must be an integer in 0..3600, got {self.stabilization_window_s!r}")
+
+
+def default_scale_up() -> ScalingRules:
+    """Kubernetes' default ``scaleUp``: no stabilization, ``max(+100 %, +4 pods)`` every 15 s."""
+    return ScalingRules((ScalingPolicy("Percent", 100, 15), ScalingPolicy("Pods", 4, 15)), "Max", 0)
+
+
+def default_scale_down(stabilization_window_s: int = 300) -> ScalingRules:
+    """Kubernetes' default ``scaleDown``: a 300 s stabilization window, then up to -100 % every 15 s."""
+    return ScalingRules((ScalingPolicy("Percent", 100, 15),), "Max", stabilization_window_s)
+
+
+@dataclass(frozen=True)
+class Behavior:
+    """``spec.behavior``: scale-up and scale-down rules (the Kubernetes defaults unless given)."""
+
+    scale_up: ScalingRules = field(default_factory=default_scale_up)
+    scale_down: ScalingRules = field(default_factory=default_scale_down)
+
+
+def within_tolerance(usage_ratio: float, tolerance: float) -> bool:
+    """True when ``usage_ratio`` is close enough to 1.0 that the HPA changes nothing."""
+    return abs(1.0 - usage_ratio) <= tolerance
+
+
+def utilization_replicas(current_replicas: int, ready_utilization: Sequence[float], unready: int, target: float,
+                         tolerance: float = 0.1, missing: int = 0) -> int | None:
+    """Replicas for a Resource metric with a ``Utilization`` target (``GetResourceReplicas``).
+
+    Args:
+        current_replicas: the scale target's replicas now.
+        ready_utilization: the utilization (percent of request) of each ready pod that has a metric.
+        unready: pods that are not ready yet (or whose metric predates their readiness).
+        target: ``averageUtilization`` (percent).
+        tolerance: the dead-band around a ratio of 1.0.
+        missing: ready pods without a metric.
+
+    Returns:
+        The replica count the metric asks for, or ``None`` when no pod has a metric (the controller then scales
+        nothing).
+    """
+    if not ready_utilization:
+        return None
+    n = len(ready_utilization)
+    utilization = math.floor(sum(ready_utilization) / n)  # integer percent, as metricsclient computes it
+    usage_ratio = utilization / target
+    scale_up_with_unready = unready > 0 and usage_ratio > 1.0
+    if not scale_up_with_unready and missing == 0:
+        if within_tolerance(usage_ratio, tolerance):
+            return current_replicas
+        return math.ceil(usage_ratio * n)
+    values = list(ready_utilization)
+    if missing:
+        if usage_ratio < 1.0:
+            values += [max(100.0, target)] * missing  # scale-down: missing pods use 100 % (or the target, if higher)
+        elif usage_ratio > 1.0:
+            values += [0.0] * missing  # scale-up: missing pods use nothing
+    if scale_up_with_unready:
+        values += [0.0] * unready  # scale-up: unready pods use nothing
+    new_ratio = math.floor(sum(values) / len(values)) / target
+    if within_tolerance(new_ratio, tolerance) or (usage_ratio < 1.0 < new_ratio) or (usage_ratio > 1.0 > new_ratio):
+        return current_replicas
+    new_replicas = math.ceil(new_ratio * len(values))
+    if (new_ratio < 1.0 and new_replicas > current_replicas) or (new_ratio > 1.0 and new_replicas < current_replicas):
+        return current_replicas
+    return new_replicas
+
+
+def average_value_replicas(current_replicas: int, total: float, target_per_pod: float, tolerance: float = 0.1) -> int:
+    """Replicas for an External (or Pods) metric with an ``AverageValue`` target (``GetExternalPerPodMetricReplicas``),
+    the type KEDA's ScaledObjects use: ``ceil(total / target_per_pod)`` unless within the tolerance."""
+    if current_replicas > 0 and within_tolerance(total / (target_per_pod * current_replicas), tolerance):
+        return current_replicas
+    return math.ceil(total / target_per_pod)
+
+
+class HPAController:
+    """The HPA's per-object state machine: stabilization history, scale events, min/max.
+
+    Args:
+        min_replicas: ``minReplicas`` (>= 1).
+        max_replicas: ``maxReplicas`` (>= ``min_replicas``).
+        behavior: ``spec.behavior`` (Kubernetes defaults when omitted).
+
+    Raises:
+        ValueError: bad bounds (named).
+
+    Example:
+        >>> hpa = HPAController(1, 10)
+        >>> hpa.reconcile(now=0, current_replicas=2, metric_replicas=4)
+        4
+    """
+
+    def __init__(self, min_replicas: int, max_replicas: int, behavior: Behavior | None = None) -> None:
+        if not isinstance(min_replicas, int) or min_replicas < 1:
+            raise ValueError(f"min_replicas must be an integer >= 1, got {min_replicas!r}")
+        if not isinstance(max_replicas, int) or max_replicas < min_replicas:
+            raise ValueError(f"max_replicas must be an integer >= min_replicas ({min_replicas}), got {max_replicas!r}")
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas
+        self.behavior = behavior or Behavior()
+        self.recommendations: list[tuple[float, int]] = []
+        self.scale_up_events: list[tuple[float, int]] = []
+        self.scale_down_events: list[tuple[float, int]] = []
+
+    def reconcile(self, now: float, current_replicas: int, metric_replicas: int | None) -> int:
+        """One sync: the replicas to set, given the metric's proposal (``None``: no metric this time)."""
+        if current_replicas == 0 and self.min_replicas != 0:
+            return 0  # scaled to zero from outside (KEDA): autoscaling is disabled until someone scales it up
+        if current_replicas > self.max_replicas:
+            desired = self.max_replicas
+        elif current_replicas < self.min_replicas:
+            desired = self.min_replicas
+        elif metric_replicas is None:
+            return current_replicas
+        else:
+            stabilized = self._stabilize(now, current_replicas, metric_replicas)
+            desired = self._rate_limit(now, current_replicas, stabilized)
+        if desired > current_replicas:
+            self.scale_up_events.append((now, desired - current_replicas))
+        elif desired < current_replicas:
+            self.scale_down_events.append((now, current_replicas - desired))
+        return desired
+
+    def _stabilize(self, now: float, current: int, desired: int) -> int:
+        up_cutoff = now - self.behavior.scale_up.stabilization_window_s
+        down_cutoff = now - self.behavior.scale_down.stabilization_window_s
+        up, down = desired, desired
+        for t, rec in self.recommendations:
+            if t > up_cutoff:
+                up = min(up, rec)
+            if t > down_cutoff:
+                down = max(down, rec)
+        longest = max(self.behavior.scale_up.stabilization_window_s, self.behavior.scale_down.stabilization_window_s)
+        self.recommendations = [(t, r) for t, r in self.recommendations if t > now - longest]
+        self.recommendations.append((now, desired))
+        return min(max(current, up), down)
+
+    @staticmethod
+    def _changed(period_s: int, events: list[tuple[float, int]], now: float) -> int:
+        return sum(change for t, change in events if t > now - period_s)
+
+    def _period_start(self, now: float, current: int, period_s: int) -> int:
+        return current - self._changed(period_s, self.scale_up_events, now) + self._changed(period_s, self.scale_down_events, now)
+
+    def scale_up_limit(self, now: float, current: int) -> int:
+        """The most replicas the scale-up policies allow now (``calculateScaleUpLimitWithScalingRules``)."""
+        rules = self.behavior.scale_up
+        if rules.select_policy == "Disabled":
+            return current
+        proposals = []
+        for p in rules.policies:
+            start = self._period_start(now, current, p.period_s)
+            proposals.append(start + p.value if p.type == "Pods" else math.ceil(start * (1 + p.value / 100)))
+        return (min if rules.select_policy == "Min" else max)(proposals)
+
+    def scale_down_limit(self, now: float, current: int) -> int:
+        """The fewest replicas the scale-down policies allow now (``calculateScaleDownLimitWithBehaviors``)."""
+        rules = self.behavior.scale_down
+        if rules.select_policy == "Disabled":
+            return current
+        proposals = []
+        for p in rules.policies:
+            start = self._period_start(now, current, p.period_s)
+            proposals.append(start - p.value if p.type == "Pods" else int(start * (1 - p.value / 100)))
+        return (max if rules.select_policy == "Min" else min)(proposals)
+
+    def _rate_limit(self, now: float, current: int, desired: int) -> int:
+        if desired > current:
+            limit = max(self.scale_up_limit(now, current), current)
+            return min(desired, min(self.max_replicas, limit))
+        if desired < current:
+            limit = min(self.scale_down_limit(now, current), current)
+            return max(desired, max(self.min_replicas, limit))
+        return desired
