@@ -28,6 +28,8 @@ class Capacity:
         saturation_rps: the most requests/s one replica completes when overloaded (>= ``rps``); a CPU metric stops
             growing there. Defaults to ``rps``.
         startup_s: seconds from pod creation to ready (image pull excluded).
+        mean_latency_ms: mean latency near capacity; converts requests/s into in-flight requests (Little's law) for
+            the in-flight metric's target. Unknown: half the SLO, or 25 ms.
         model_version: the sha256 of the export's ``manifest.json``; ``None`` for a capacity given by hand.
         model_dir: where the measured model was.
         measured: the measurement's details (ramp steps, p99s, host), for the record.
@@ -41,14 +43,15 @@ class Capacity:
     cpu_utilization_at_capacity: float = 100.0
     saturation_rps: float | None = None
     startup_s: float = 30.0
+    mean_latency_ms: float | None = None
     model_version: str | None = None
     model_dir: str | None = None
     measured: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("rps", "cpu_utilization_at_capacity", "startup_s", "saturation_rps", "slo_ms"):
+        for name in ("rps", "cpu_utilization_at_capacity", "startup_s", "saturation_rps", "slo_ms", "mean_latency_ms"):
             value = getattr(self, name)
-            if value is None and name in ("saturation_rps", "slo_ms"):
+            if value is None and name in ("saturation_rps", "slo_ms", "mean_latency_ms"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"capacity.{name} must be a number, got {value!r}")
@@ -58,6 +61,13 @@ class Capacity:
             object.__setattr__(self, "saturation_rps", float(self.rps))
         elif self.saturation_rps < self.rps:
             raise ValueError(f"capacity.saturation_rps ({self.saturation_rps}) must be >= capacity.rps ({self.rps})")
+
+    @property
+    def mean_latency_s(self) -> float:
+        """Mean latency near capacity in seconds (measured, else half the SLO, else 25 ms)."""
+        if self.mean_latency_ms is not None:
+            return self.mean_latency_ms / 1000
+        return self.slo_ms / 2000 if self.slo_ms else 0.025
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "capacity") -> Capacity:

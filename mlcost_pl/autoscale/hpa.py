@@ -23,6 +23,7 @@ Pure Python: no clock, no process, no Kubernetes client.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,9 +104,16 @@ def within_tolerance(usage_ratio: float, tolerance: float) -> bool:
     return abs(1.0 - usage_ratio) <= tolerance
 
 
+def _average(values: Sequence[float], integer_percent: bool) -> float:
+    mean = sum(values) / len(values)
+    return math.floor(mean) if integer_percent else mean  # Resource utilization is an integer percent in metricsclient
+
+
 def utilization_replicas(current_replicas: int, ready_utilization: Sequence[float], unready: int, target: float,
-                         tolerance: float = 0.1, missing: int = 0) -> int | None:
-    """Replicas for a Resource metric with a ``Utilization`` target (``GetResourceReplicas``).
+                         tolerance: float = 0.1, missing: int = 0, integer_percent: bool = True) -> int | None:
+    """Replicas for a Resource metric with a ``Utilization`` target (``GetResourceReplicas``), or, with
+    ``integer_percent=False``, for a Pods metric with an ``AverageValue`` target (``calcPlainMetricReplicas``: the
+    same unready/missing rules on the plain per-pod average).
 
     Args:
         current_replicas: the scale target's replicas now.
@@ -114,6 +122,7 @@ def utilization_replicas(current_replicas: int, ready_utilization: Sequence[floa
         target: ``averageUtilization`` (percent).
         tolerance: the dead-band around a ratio of 1.0.
         missing: ready pods without a metric.
+        integer_percent: truncate the average to an integer percent, as Resource utilization does.
 
     Returns:
         The replica count the metric asks for, or ``None`` when no pod has a metric (the controller then scales
@@ -122,7 +131,7 @@ def utilization_replicas(current_replicas: int, ready_utilization: Sequence[floa
     if not ready_utilization:
         return None
     n = len(ready_utilization)
-    utilization = math.floor(sum(ready_utilization) / n)  # integer percent, as metricsclient computes it
+    utilization = _average(ready_utilization, integer_percent)
     usage_ratio = utilization / target
     scale_up_with_unready = unready > 0 and usage_ratio > 1.0
     if not scale_up_with_unready and missing == 0:
@@ -132,12 +141,13 @@ def utilization_replicas(current_replicas: int, ready_utilization: Sequence[floa
     values = list(ready_utilization)
     if missing:
         if usage_ratio < 1.0:
-            values += [max(100.0, target)] * missing  # scale-down: missing pods use 100 % (or the target, if higher)
+            # scale-down: missing pods use 100 % (or the target, if higher); a plain metric's missing pods use the target
+            values += [max(100.0, target) if integer_percent else target] * missing
         elif usage_ratio > 1.0:
             values += [0.0] * missing  # scale-up: missing pods use nothing
     if scale_up_with_unready:
         values += [0.0] * unready  # scale-up: unready pods use nothing
-    new_ratio = math.floor(sum(values) / len(values)) / target
+    new_ratio = _average(values, integer_percent) / target
     if within_tolerance(new_ratio, tolerance) or (usage_ratio < 1.0 < new_ratio) or (usage_ratio > 1.0 > new_ratio):
         return current_replicas
     new_replicas = math.ceil(new_ratio * len(values))
@@ -179,7 +189,7 @@ class HPAController:
         self.min_replicas = min_replicas
         self.max_replicas = max_replicas
         self.behavior = behavior or Behavior()
-        self.recommendations: list[tuple[float, int]] = []
+        self.recommendations: deque[tuple[float, int]] = deque()
         self.scale_up_events: list[tuple[float, int]] = []
         self.scale_down_events: list[tuple[float, int]] = []
 
@@ -205,16 +215,13 @@ class HPAController:
     def _stabilize(self, now: float, current: int, desired: int) -> int:
         up_cutoff = now - self.behavior.scale_up.stabilization_window_s
         down_cutoff = now - self.behavior.scale_down.stabilization_window_s
-        up, down = desired, desired
-        for t, rec in self.recommendations:
-            if t > up_cutoff:
-                up = min(up, rec)
-            if t > down_cutoff:
-                down = max(down, rec)
-        longest = max(self.behavior.scale_up.stabilization_window_s, self.behavior.scale_down.stabilization_window_s)
-        self.recommendations = [(t, r) for t, r in self.recommendations if t > now - longest]
-        self.recommendations.append((now, desired))
-        return min(max(current, up), down)
+        recs = self.recommendations
+        while recs and recs[0][0] <= min(up_cutoff, down_cutoff):  # outside both windows: never read again
+            recs.popleft()
+        up = min([r for t, r in recs if t > up_cutoff], default=desired)
+        down = max([r for t, r in recs if t > down_cutoff], default=desired)
+        recs.append((now, desired))
+        return min(max(current, min(up, desired)), max(down, desired))
 
     @staticmethod
     def _changed(period_s: int, events: list[tuple[float, int]], now: float) -> int:

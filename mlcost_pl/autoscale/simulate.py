@@ -22,6 +22,7 @@ The model (documented in docs/autoscaling.md):
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -51,9 +52,12 @@ class HPAPolicy:
     Args:
         min_replicas: ``minReplicas``.
         max_replicas: ``maxReplicas``.
-        metric: ``cpu`` (Resource cpu, ``Utilization`` target in percent of the request) or ``rps`` (requests/s per
-            replica, ``AverageValue``).
+        metric: ``cpu`` (Resource cpu, ``Utilization`` target in percent of the request) or ``rps`` (External
+            requests/s, ``AverageValue`` per replica: KEDA's Prometheus trigger).
         target: percent for ``cpu``, requests/s per replica for ``rps``.
+        pods_rps_target: with ``cpu``, a second metric: a Pods ``AverageValue`` of requests/s per ready pod (the
+            in-flight requests metric of ``recipes.serve``'s HPA, divided by the mean latency, by Little's law); the
+            HPA takes the larger proposal. ``None``: CPU only.
         behavior: ``spec.behavior`` (Kubernetes defaults when omitted).
         tolerance: the controller's dead-band (0.1).
         sync_s: the controller's sync period (15 s).
@@ -68,6 +72,7 @@ class HPAPolicy:
     max_replicas: int = 10
     metric: str = "cpu"
     target: float = 70.0
+    pods_rps_target: float | None = None
     behavior: Behavior = field(default_factory=Behavior)
     tolerance: float = 0.1
     sync_s: int = 15
@@ -79,6 +84,8 @@ class HPAPolicy:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if not self.target > 0:
             raise ValueError(f"target must be > 0, got {self.target!r}")
+        if self.pods_rps_target is not None and (self.metric != "cpu" or not self.pods_rps_target > 0):
+            raise ValueError(f"pods_rps_target must be > 0 and only goes with metric='cpu', got {self.pods_rps_target!r}")
         if not (isinstance(self.sync_s, int) and self.sync_s >= 1 and isinstance(self.metric_window_s, int) and self.metric_window_s >= 1):
             raise ValueError(f"sync_s and metric_window_s must be integers >= 1, got {self.sync_s!r}, {self.metric_window_s!r}")
         if not 0 <= self.tolerance < 1:
@@ -88,7 +95,7 @@ class HPAPolicy:
     def settings(self) -> dict[str, Any]:
         """The settings as a flat dict (for plan.json and tables)."""
         return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas, "metric": self.metric,
-                "target": self.target, "scale_down_stabilization_s": self.behavior.scale_down.stabilization_window_s,
+                "target": self.target, "pods_rps_target": self.pods_rps_target, "scale_down_stabilization_s": self.behavior.scale_down.stabilization_window_s,
                 "behavior": asdict(self.behavior), "tolerance": self.tolerance, "sync_s": self.sync_s,
                 "metric_window_s": self.metric_window_s}
 
@@ -203,6 +210,8 @@ class _Pods:
         self.spec_diff[0] += n
         self.live = [_LONG_AGO] * n
         self.horizon = horizon
+        self.events: list[int] = []  # seconds where the ready count may change (a heap)
+        self.consumed: set[int] = set()
 
     def scale(self, now: int, target: int, startup_s: int) -> None:
         change = target - len(self.live)
@@ -212,6 +221,7 @@ class _Pods:
             self.spec_diff[now] += change
             if ready_at <= self.horizon:
                 self.ready_diff[ready_at] += change
+                heapq.heappush(self.events, ready_at)
         elif change < 0:
             # the ReplicaSet deletes not-ready pods first, then the newest ready ones
             order = sorted(range(len(self.live)), key=lambda i: (self.live[i] <= now, -i))
@@ -220,6 +230,7 @@ class _Pods:
                 self.spec_diff[now] -= 1
                 if r <= now:
                     self.ready_diff[now] -= 1
+                    heapq.heappush(self.events, now)
                 elif r <= self.horizon:
                     self.ready_diff[r] -= 1
             drop = set(order[:-change])
@@ -249,6 +260,10 @@ def simulate(trace: Trace, capacity: Capacity, policy: Policy, usd_per_replica_h
 
     csum = np.concatenate([[0.0], np.cumsum(rate)])
     window = hpa_policy.metric_window_s
+    step = math.gcd(hpa_policy.sync_s, keda.polling_s) if keda else hpa_policy.sync_s
+    if window % step:
+        raise ValueError(f"metric_window_s ({window}) must be a multiple of the control step ({step} s: the sync period"
+                         f"{' and the KEDA polling interval' if keda else ''})")
     startup = int(round(capacity.startup_s))
     rate0 = float(rate[: max(1, window)].mean())
     n0 = _initial(rate0, capacity, hpa_policy)
@@ -256,25 +271,45 @@ def simulate(trace: Trace, capacity: Capacity, policy: Policy, usd_per_replica_h
         n0 = 0
     pods = _Pods(n0, horizon)
     hpa = HPAController(hpa_policy.min_replicas, hpa_policy.max_replicas, hpa_policy.behavior)
-    ready = np.empty(horizon)
-    util_csum = np.zeros(horizon + 1)  # cumulative per-pod CPU utilization (percent-seconds) of the ready pods
-    done = 0  # ready[:done] and util_csum[:done + 1] are final
-    running = 0.0
+    block_max = np.maximum.reduceat(rate, np.arange(0, horizon, step))
+    cpu, cap = capacity.cpu_utilization_at_capacity, capacity.rps
+    limit_per_pod = capacity.saturation_rps  # a pod's CPU stops growing there
+
+    def integrate(a: int, b: int, ready: float, whole_block: int | None) -> tuple[float, float]:
+        """Per-pod load and CPU utilization summed over seconds [a, b) with ``ready`` pods serving."""
+        if ready <= 0 or b <= a:
+            return 0.0, 0.0
+        load = (csum[b] - csum[a]) / ready
+        peak = block_max[whole_block] if whole_block is not None else rate[a:b].max()
+        if peak <= limit_per_pod * ready:
+            return load, cpu * load / cap
+        return load, cpu / (cap * ready) * float(np.minimum(rate[a:b], limit_per_pod * ready).sum())
+
+    util_cum, load_cum = [0.0], [0.0]  # per control step k: per-pod CPU percent-seconds and requests, summed to k*step
+    running, done = float(n0), 0
     last_active = 0 if n0 > 0 else _LONG_AGO
-    saturation = capacity.saturation_rps / capacity.rps
-    step = math.gcd(hpa_policy.sync_s, keda.polling_s) if keda else hpa_policy.sync_s
     for now in range(step, horizon, step):
-        # everything before `now` is settled: materialize the ready count up to now - 1
-        seg = running + np.cumsum(pods.ready_diff[done:now])
-        ready[done:now] = seg
-        running = float(seg[-1])
-        if hpa_policy.metric == "cpu":
-            load = np.divide(rate[done:now], seg, out=np.zeros(len(seg)), where=seg > 0) / capacity.rps
-            util = capacity.cpu_utilization_at_capacity * np.minimum(load, saturation)
-            util_csum[done + 1 : now + 1] = util_csum[done] + np.cumsum(util)
+        # everything before `now` is settled: integrate the metrics over [done, now) at the ready count of each second
+        load_sum = util_sum = 0.0
+        t0, split = done, False
+        while pods.events and pods.events[0] < now:
+            e = heapq.heappop(pods.events)
+            delta = pods.ready_diff[e]
+            if e in pods.consumed or delta == 0:
+                continue
+            pods.consumed.add(e)
+            if e > t0:
+                load, util = integrate(t0, e, running, None)
+                load_sum, util_sum, t0, split = load_sum + load, util_sum + util, e, True
+            running += delta
+        load, util = integrate(t0, now, running, None if split or t0 != done else done // step)
+        load_cum.append(load_cum[-1] + load_sum + load)
+        util_cum.append(util_cum[-1] + util_sum + util)
         done = now
-        start = max(0, now - window)
-        mean_rate = (csum[now] - csum[start]) / (now - start)
+        k = now // step
+        k0 = max(0, k - window // step)
+        span = now - k0 * step
+        mean_rate = (csum[now] - csum[k0 * step]) / span
         current = len(pods.live)
         if keda is not None and now % keda.polling_s == 0:
             active = mean_rate > keda.activation_threshold
@@ -282,7 +317,7 @@ def simulate(trace: Trace, capacity: Capacity, policy: Policy, usd_per_replica_h
                 last_active = now
             if current == 0 and active:
                 pods.scale(now, max(1, keda.min_replica_count), startup)
-            elif not active and current > keda.min_replica_count and keda.min_replica_count == 0 and now - last_active > keda.cooldown_s:
+            elif not active and current > 0 and keda.min_replica_count == 0 and now - last_active > keda.cooldown_s:
                 pods.scale(now, 0, startup)
             current = len(pods.live)
         if now % hpa_policy.sync_s != 0:
@@ -291,13 +326,20 @@ def simulate(trace: Trace, capacity: Capacity, policy: Policy, usd_per_replica_h
             proposal = average_value_replicas(current, mean_rate, hpa_policy.target, hpa_policy.tolerance) if current else None
         else:
             with_metric = sum(1 for r in pods.live if r + window <= now)
-            utilization = (util_csum[now] - util_csum[start]) / (now - start)
-            proposal = (utilization_replicas(current, [utilization] * with_metric, current - with_metric, hpa_policy.target,
-                                             hpa_policy.tolerance) if with_metric else None)
+            proposal = None
+            if with_metric:
+                utilization = (util_cum[k] - util_cum[k0]) / span
+                proposal = utilization_replicas(current, [utilization] * with_metric, current - with_metric,
+                                                hpa_policy.target, hpa_policy.tolerance)
+                if hpa_policy.pods_rps_target is not None:
+                    per_pod = (load_cum[k] - load_cum[k0]) / span
+                    pods_proposal = utilization_replicas(current, [per_pod] * with_metric, current - with_metric,
+                                                         hpa_policy.pods_rps_target, hpa_policy.tolerance, integer_percent=False)
+                    proposal = max(proposal, pods_proposal)  # the HPA follows the metric asking for the most
         desired = hpa.reconcile(now, current, proposal)
         if desired != current:
             pods.scale(now, desired, startup)
-    ready[done:] = running + np.cumsum(pods.ready_diff[done:horizon])
+    ready = np.cumsum(pods.ready_diff[:horizon])
     replicas = np.cumsum(pods.spec_diff[:horizon])
     return _result(policy.name, policy.settings(), rate, replicas, ready, capacity, usd_per_replica_hour)
 
