@@ -225,8 +225,8 @@ def plot(plan: Plan, trace: Trace, path: str | Path, bucket_s: int | None = None
     fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
     axes[0].plot(hours, binned(plan.static.rps), color="black", lw=0.8)
     axes[0].set_ylabel("requests/s")
-    axes[0].set_title(f"{trace.name}: traffic, replicas and SLO misses (capacity {plan.static.settings['replicas']} x "
-                      f"at peak)")
+    axes[0].set_title(f"{trace.name}: traffic, replicas and SLO misses (static peak: {plan.static.settings['replicas']} "
+                      f"replicas)")
     for r in plan.policies():
         axes[1].plot(hours, binned(r.replicas), lw=1.0, label=f"{r.name}: {r.replica_hours:.0f} replica-h, ${r.usd:.2f}")
         axes[2].plot(hours, binned(r.missed_per_s, "sum"), lw=0.8, label=f"{r.name}: {100 * r.miss_share:.3f} % missed")
