@@ -7,6 +7,7 @@ and KEDA), table, plan.json, plan.png, the Kubernetes manifests with the recomme
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
 
     if not cfg.get("model_dir"):
         raise ValueError("model_dir is required: model_dir=<the folder recipes.export wrote>")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     m = cfg.measure
     settings = RampSettings(slo_ms=float(cfg.serve.slo_ms), start_rps=float(m.start_rps), growth=float(m.growth),
                             step_s=float(m.step_s), refine_steps=int(m.refine_steps), max_s=float(m.max_s),
