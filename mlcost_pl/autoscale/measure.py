@@ -235,8 +235,8 @@ def summarize(rps: float, seconds: float, latencies: np.ndarray, cpu_cores: floa
     ms = latencies * 1000
     failed = int(np.isinf(ms).sum())
     return StepResult(rps=rps, sent=len(ms), failed=failed,
-                      p50_ms=float(np.percentile(ms, 50)) if len(ms) else 0.0,
-                      p99_ms=float(np.percentile(ms, 99, method="higher")) if len(ms) else 0.0,
+                      p50_ms=float(np.percentile(ms, 50, method="inverted_cdf")) if len(ms) else 0.0,
+                      p99_ms=float(np.percentile(ms, 99, method="inverted_cdf")) if len(ms) else 0.0,
                       completed_rps=(len(ms) - failed) / seconds, cpu_cores=cpu_cores)
 
 
