@@ -232,25 +232,24 @@ class HPAController:
 
     def scale_up_limit(self, now: float, current: int) -> int:
         """The most replicas the scale-up policies allow now (``calculateScaleUpLimitWithScalingRules``)."""
-        rules = self.behavior.scale_up
-        if rules.select_policy == "Disabled":
-            return current
-        proposals = []
-        for p in rules.policies:
-            start = self._period_start(now, current, p.period_s)
-            proposals.append(start + p.value if p.type == "Pods" else math.ceil(start * (1 + p.value / 100)))
-        return (min if rules.select_policy == "Min" else max)(proposals)
+        return self._policy_limit(now, current, self.behavior.scale_up, up=True)
 
     def scale_down_limit(self, now: float, current: int) -> int:
         """The fewest replicas the scale-down policies allow now (``calculateScaleDownLimitWithBehaviors``)."""
-        rules = self.behavior.scale_down
+        return self._policy_limit(now, current, self.behavior.scale_down, up=False)
+
+    def _policy_limit(self, now: float, current: int, rules: ScalingRules, up: bool) -> int:
         if rules.select_policy == "Disabled":
             return current
         proposals = []
         for p in rules.policies:
             start = self._period_start(now, current, p.period_s)
-            proposals.append(start - p.value if p.type == "Pods" else int(start * (1 - p.value / 100)))
-        return (max if rules.select_policy == "Min" else min)(proposals)
+            if p.type == "Pods":
+                proposals.append(start + p.value if up else start - p.value)
+            else:  # rounded up going up, so a small percentage still adds a pod; truncated going down
+                proposals.append(math.ceil(start * (1 + p.value / 100)) if up else int(start * (1 - p.value / 100)))
+        largest_change, smallest_change = (max, min) if up else (min, max)
+        return (largest_change if rules.select_policy == "Max" else smallest_change)(proposals)
 
     def _rate_limit(self, now: float, current: int, desired: int) -> int:
         if desired > current:
