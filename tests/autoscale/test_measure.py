@@ -100,9 +100,10 @@ def test_open_loop_measures_from_the_scheduled_time_and_counts_failures():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_measure_recipe_against_the_real_server_writes_capacity_json(tiny_export, tmp_path):
     """recipes.autoscale measure starts recipes.serve on loopback, ramps, writes capacity.json (model version
-    recorded, so plan refuses it for another model); an impossible SLO is one line."""
+    recorded, so plan refuses it for another model)."""
     env = {**os.environ, "MLCOST_ROOT": str(tmp_path)}
     out = tmp_path / "capacity.json"
     cmd = [sys.executable, "-m", "recipes.autoscale", "measure", f"model_dir={tiny_export}", "serve.slo_ms=100",
@@ -114,9 +115,3 @@ def test_measure_recipe_against_the_real_server_writes_capacity_json(tiny_export
     assert data["startup_s"] > 0 and data["measured"]["steps"]
     assert load_capacity(out, model_dir=tiny_export).rps == data["rps"]
 
-    impossible = subprocess.run([*cmd[:5], "serve.slo_ms=0.01", f"measure.out={tmp_path / 'x.json'}", "measure.step_s=1"],
-                                cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert impossible.returncode == 2
-    lines = impossible.stderr.strip().splitlines()
-    assert len(lines) == 1 and "serve.slo_ms=0.01: impossible for one replica" in lines[0]
-    assert not (tmp_path / "x.json").exists()
