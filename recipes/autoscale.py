@@ -7,6 +7,7 @@ and KEDA), table, plan.json, plan.png, the Kubernetes manifests with the recomme
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -36,6 +37,22 @@ def _capacity(cfg: DictConfig):
     return load_capacity(str(source), model_dir=cfg.get("model_dir"))
 
 
+def cpu_cores(quantity: Any) -> float:
+    """A Kubernetes CPU quantity (``"1"``, ``"1.5"``, ``"500m"``) in cores.
+
+    Raises:
+        ValueError: not a CPU quantity (named ``plan.deploy.cpu``).
+    """
+    text = str(quantity).strip()
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ValueError(f"plan.deploy.cpu must be a CPU quantity like '1' or '500m', got {quantity!r}") from None
+    if not cores > 0:
+        raise ValueError(f"plan.deploy.cpu must be > 0, got {quantity!r}")
+    return cores
+
+
 def plan(cfg: DictConfig) -> dict[str, Any]:
     """Search the cheapest autoscaling setting for ``cfg.trace`` under ``cfg.plan.max_slo_miss``; write the plan."""
     from rich.console import Console
@@ -52,6 +69,9 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     price = usd_per_replica_hour(str(p.instance), str(p.market), p.usd_per_hour, int(p.replicas_per_instance))
     deploy_options = OmegaConf.to_container(p.deploy, resolve=True)
     DeploySettings.from_dict(deploy_options)  # bad deploy settings fail before the search
+    # capacity.json has CPU in % of one core; the HPA's target is in % of the pod's request
+    cores = cpu_cores(deploy_options.get("cpu", "1"))
+    capacity = dataclasses.replace(capacity, cpu_utilization_at_capacity=capacity.cpu_utilization_at_capacity / cores)
     result = search(trace, capacity, price, max_slo_miss=float(p.max_slo_miss), targets=list(p.targets),
                     windows=list(p.windows), min_replicas=int(p.min_replicas),
                     scale_down_percent=int(deploy_options["scale_down_percent"]),

@@ -16,7 +16,7 @@ from mlcost_pl.autoscale.capacity import Capacity, load_capacity, write_json
 from mlcost_pl.autoscale.plan import deploy_hpa, search, usd_per_replica_hour
 from mlcost_pl.autoscale.simulate import simulate
 from mlcost_pl.autoscale.trace import Trace, diurnal_trace, write_trace
-from recipes.autoscale import _command_word, run
+from recipes.autoscale import _command_word, cpu_cores, run
 from tests.helpers.cfg import compose_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,6 +99,12 @@ def test_capacity_file_from_another_model_is_refused(tmp_path):
         load_capacity('{"rps": 5, "qps": 3}')
     with pytest.raises(ValueError, match="not JSON"):
         load_capacity("{rps: 5")
+
+
+def test_cpu_quantities():
+    assert cpu_cores("1") == 1 and cpu_cores("500m") == 0.5 and cpu_cores(2) == 2
+    with pytest.raises(ValueError, match="plan.deploy.cpu"):
+        cpu_cores("lots")
 
 
 def test_command_word_becomes_an_override():
