@@ -66,6 +66,8 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     p = cfg.plan
     capacity = _capacity(cfg)
     trace = load_trace(cfg.trace, seed=int(cfg.seed))
+    if p.get("peak_rps") is not None:
+        trace = trace.scaled(float(p.peak_rps))
     price = usd_per_replica_hour(str(p.instance), str(p.market), p.usd_per_hour, int(p.replicas_per_instance))
     deploy_options = OmegaConf.to_container(p.deploy, resolve=True)
     DeploySettings.from_dict(deploy_options)  # bad deploy settings fail before the search

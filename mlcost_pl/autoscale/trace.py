@@ -54,6 +54,16 @@ class Trace:
         """Requests the trace carries in all."""
         return float(self.rps.sum() * self.step_s)
 
+    def scaled(self, peak_rps: float) -> Trace:
+        """The same shape with its peak at ``peak_rps`` (your traffic's shape at another volume).
+
+        Raises:
+            ValueError: ``peak_rps`` not > 0, or an all-zero trace.
+        """
+        if not peak_rps > 0 or not self.rps.max() > 0:
+            raise ValueError(f"peak_rps must be > 0 and the trace must carry traffic, got {peak_rps!r}")
+        return Trace(self.seconds, self.rps * (peak_rps / self.rps.max()), f"{self.name} (peak {peak_rps:g}/s)")
+
     def compressed(self, factor: float, name: str | None = None) -> Trace:
         """The same shape played ``factor`` times faster (durations divided by ``factor``, rates unchanged), resampled
         to one row per second; used to replay a day in minutes against real servers."""

@@ -28,6 +28,9 @@ def test_per_second_and_compressed():
     c = t.compressed(10)
     assert c.rps.tolist() == [1, 3, 5] and c.step_s == 1
     assert t.total_requests == 90
+    assert t.scaled(10).rps.tolist() == [2, 6, 10]
+    with pytest.raises(ValueError, match="peak_rps"):
+        t.scaled(0)
 
 
 @pytest.mark.parametrize(
