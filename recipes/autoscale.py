@@ -135,7 +135,8 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
     m = cfg.measure
     settings = RampSettings(slo_ms=float(cfg.serve.slo_ms), start_rps=float(m.start_rps), growth=float(m.growth),
                             step_s=float(m.step_s), refine_steps=int(m.refine_steps), max_s=float(m.max_s),
-                            max_requests=int(m.max_requests), max_error_share=float(m.max_error_share))
+                            max_requests=int(m.max_requests), max_error_share=float(m.max_error_share),
+                            min_step_requests=int(m.min_step_requests))
     capacity = measure_server(str(cfg.model_dir), settings, server_args=list(m.server_args),
                               startup_timeout_s=float(m.startup_timeout_s))
     path = write_json(capacity.to_dict(), str(m.out))

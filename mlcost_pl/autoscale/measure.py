@@ -44,6 +44,8 @@ class RampSettings:
         max_requests: bound on the requests sent.
         max_error_share: a step with more failed requests than this share fails.
         confirm_failures: run a failing step once more and keep the better run.
+        min_step_requests: a step lasts long enough to send at least this many requests, so its p99 is not just
+            its slowest request.
 
     Raises:
         ValueError: a bad bound (named).
@@ -58,6 +60,7 @@ class RampSettings:
     max_requests: int = 60_000
     max_error_share: float = 0.01
     confirm_failures: bool = True
+    min_step_requests: int = 200
 
     def __post_init__(self) -> None:
         if not self.slo_ms > 0:
@@ -122,7 +125,7 @@ def ramp(run_step: Callable[[float, float], StepResult], settings: RampSettings)
 
     def step(rps: float) -> StepResult | None:
         nonlocal spent_s, spent_requests
-        seconds = settings.step_s
+        seconds = max(settings.step_s, min(math.ceil(settings.min_step_requests / rps), 30))  # a trickle: 30 s at most
         if spent_s + seconds > settings.max_s or spent_requests + rps * seconds > settings.max_requests:
             return None
         result = run_step(rps, seconds)

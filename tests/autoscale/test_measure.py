@@ -37,7 +37,7 @@ def queue_model(capacity_rps: float, base_ms: float = 5.0):
 
 def test_ramp_grows_then_bisects_to_the_highest_rate_within_the_slo():
     run_step, calls = queue_model(100.0)
-    result = ramp(run_step, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=1, refine_steps=4))
+    result = ramp(run_step, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=1, refine_steps=4, min_step_requests=1))
     # p99 <= 50 ms <=> rho <= 0.9 <=> rate <= 90 req/s; growth 10, 20, 40, 80, 160 (fails, confirmed), then bisect
     assert calls[:6] == [10, 20, 40, 80, 160, 160]
     assert 80 <= result.capacity_rps <= 90 and result.saturated
@@ -46,10 +46,10 @@ def test_ramp_grows_then_bisects_to_the_highest_rate_within_the_slo():
 
 def test_ramp_is_bounded_in_time_and_requests():
     run_step, calls = queue_model(1e9)
-    result = ramp(run_step, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=2, max_s=9))
+    result = ramp(run_step, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=2, max_s=9, min_step_requests=1))
     assert len(calls) == 4 and not result.saturated  # 4 steps of 2 s fit in 9 s; never saturated
     run_step, calls = queue_model(1e9)
-    ramp(run_step, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=1, max_requests=75))
+    ramp(run_step, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=1, max_requests=75, min_step_requests=1))
     assert calls == [10, 20, 40]  # the next step (80 requests) would pass 75
 
 
@@ -115,3 +115,15 @@ def test_measure_recipe_against_the_real_server_writes_capacity_json(tiny_export
     assert data["startup_s"] > 0 and data["measured"]["steps"]
     assert load_capacity(out, model_dir=tiny_export).rps == data["rps"]
 
+
+
+def test_a_step_lasts_long_enough_for_a_meaningful_p99():
+    run_step, _ = queue_model(1e9)
+    seen = []
+
+    def timed(rps, seconds):
+        seen.append(seconds)
+        return run_step(rps, seconds)
+
+    ramp(timed, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=2, max_s=60, min_step_requests=200))
+    assert seen[:3] == [20, 10, 5]  # 200 requests at 10, 20, 40 req/s
