@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
-from recipes._cli import run_cli
+from recipes._cli import positional_command, run_cli
 
 register_resolvers()
 
@@ -165,13 +165,6 @@ def main(cfg: DictConfig) -> None:
     run_cli(run, cfg)
 
 
-def _command_word(argv: list[str]) -> list[str]:
-    """``plan``/``measure`` as the first word becomes the ``command=`` override Hydra understands."""
-    if len(argv) > 1 and argv[1] in COMMANDS:
-        return [argv[0], f"command={argv[1]}", *argv[2:]]
-    return argv
-
-
 if __name__ == "__main__":
-    sys.argv = _command_word(sys.argv)
+    sys.argv = positional_command(sys.argv, COMMANDS)
     main()

@@ -16,7 +16,8 @@ from mlcost_pl.autoscale.capacity import Capacity, load_capacity, write_json
 from mlcost_pl.autoscale.plan import deploy_hpa, search, usd_per_replica_hour
 from mlcost_pl.autoscale.simulate import simulate
 from mlcost_pl.autoscale.trace import Trace, diurnal_trace, write_trace
-from recipes.autoscale import _command_word, cpu_cores, run
+from recipes._cli import positional_command
+from recipes.autoscale import COMMANDS, cpu_cores, run
 from tests.helpers.cfg import compose_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,8 +109,8 @@ def test_cpu_quantities():
 
 
 def test_command_word_becomes_an_override():
-    assert _command_word(["m", "plan", "trace=spiky"]) == ["m", "command=plan", "trace=spiky"]
-    assert _command_word(["m", "trace=spiky"]) == ["m", "trace=spiky"]
+    assert positional_command(["m", "plan", "trace=spiky"], COMMANDS) == ["m", "command=plan", "trace=spiky"]
+    assert positional_command(["m", "trace=spiky"], COMMANDS) == ["m", "trace=spiky"]
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
