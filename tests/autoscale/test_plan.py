@@ -113,13 +113,20 @@ def test_command_word_becomes_an_override():
     assert positional_command(["m", "trace=spiky"], COMMANDS) == ["m", "trace=spiky"]
 
 
+def test_missing_capacity_names_both_ways_to_give_it(tmp_path):
+    cfg = compose_cfg("autoscale", ["command=plan", "trace=diurnal", f"plan.out={tmp_path}"], tmp_path)
+    with pytest.raises(ValueError, match=r"capacity is required: capacity=<capacity.json .*> or capacity.rps=<"):
+        run(cfg)
+    with pytest.raises(ValueError, match="command must be one of plan, measure"):
+        run(compose_cfg("autoscale", ["command=deploy"], tmp_path))
+
+
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "gappy.csv"
     bad.write_text("seconds,requests_per_s\n0,5\n60,6\n180,7\n")
     env = {**os.environ, "MLCOST_ROOT": str(tmp_path)}
     cases = [
         (["plan", "capacity.rps=10", f"trace={bad}"], "gap: seconds jumps from 60 to 180"),
-        (["plan", "trace=diurnal"], "capacity is required"),
         (["plan", "capacity.rps=10", "trace=diurnal", "plan.instance=m5.huge"], "not in the price catalog"),
     ]
     for args, message in cases:
