@@ -16,6 +16,8 @@ import argparse
 import json
 import logging
 import math
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +36,13 @@ def main() -> None:
     parser.add_argument("--slo-ms", type=float, default=50.0)
     parser.add_argument("--servers", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--peak-over-capacity", type=float, default=3.3, help="the trace peak in units of one server capacity (3.3: a little over three servers)")
+    parser.add_argument("--peak-over-capacity", type=float, default=None,
+                        help="the trace peak in units of one server's capacity (default: servers + 0.3, a little over them)")
     parser.add_argument("--startup-s", type=float, default=20.0, help="simulated pod start-up in the compressed day")
     parser.add_argument("--quick", action="store_true", help="a 2-minute replay")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers (finally) when killed
     logging.getLogger("httpx").setLevel(logging.WARNING)
     minutes = 2.0 if args.quick else args.minutes
 
@@ -60,7 +64,8 @@ def main() -> None:
 
         day = diurnal_trace(seed=0)
         compressed = day.compressed(day.duration_s / (minutes * 60), name=f"diurnal in {minutes:g} min")
-        rates = compressed.rps * args.peak_over_capacity * cap.rps / compressed.rps.max()
+        peak = args.peak_over_capacity or args.servers + 0.3
+        rates = compressed.rps * peak * cap.rps / compressed.rps.max()
         trace = Trace(compressed.seconds, rates, compressed.name)
         policy = deploy_hpa(cap, 80, 1, args.servers, 30, scale_down_percent=100, scale_down_period_s=15,
                             name="HPA 80 %, 1-3")
@@ -76,8 +81,10 @@ def main() -> None:
             turn += 1
         print(f"replaying {len(times)} requests over {len(rates)} s (peak {rates.max():.0f}/s, capacity "
               f"{cap.rps:.1f}/s per server, 1-{args.servers} servers as the simulator scales)", flush=True)
-        latencies = open_loop(times, targets, bodies, timeout_s=max(2.0, 20 * args.slo_ms / 1000))
+        lags = np.zeros(len(times))
+        latencies = open_loop(times, targets, bodies, timeout_s=max(2.0, 20 * args.slo_ms / 1000), lags=lags)
         over = ~(latencies * 1000 <= args.slo_ms)
+        on_time = lags * 1000 <= args.slo_ms / 5  # requests the client sent within a fifth of the SLO of schedule
         measured_per_s = np.bincount(second, weights=over, minlength=len(rates))
         sent_per_s = np.bincount(second, minlength=len(rates))
         predicted_per_s = sim.missed_per_s
@@ -91,6 +98,11 @@ def main() -> None:
             "measured_miss_share_when_predicted_overloaded": float(measured_per_s[overloaded].sum() / max(1, sent_per_s[overloaded].sum())),
             "measured_miss_share_when_predicted_fine": float(measured_per_s[~overloaded].sum() / max(1, sent_per_s[~overloaded].sum())),
             "replica_seconds_simulated": float(sim.replicas.sum()),
+            "client_lag_p50_ms": float(np.percentile(lags, 50) * 1000), "client_lag_p99_ms": float(np.percentile(lags, 99) * 1000),
+            "on_time_requests": int(on_time.sum()),
+            "measured_miss_share_on_time": float(over[on_time].mean()) if on_time.any() else None,
+            "predicted_miss_share_on_time": float((predicted_per_s[second[on_time]] / np.maximum(trace.per_second()[second[on_time]], 1e-9)).mean())
+            if on_time.any() else None,
         }
     finally:
         for s in servers:
@@ -104,6 +116,11 @@ def main() -> None:
     print(f"{'... in the other seconds':42s}{0.0:11.2f}%{100 * figures['measured_miss_share_when_predicted_fine']:11.2f}%")
     ratio = figures["measured_misses"] / figures["predicted_misses"] if figures["predicted_misses"] else math.inf
     print(f"measured / predicted misses: {ratio:.2f}x")
+    print(f"client lag behind schedule: p50 {figures['client_lag_p50_ms']:.1f} ms, p99 {figures['client_lag_p99_ms']:.1f} ms; "
+          f"{figures['on_time_requests']} requests sent on time (lag <= SLO/5)")
+    if figures["on_time_requests"]:
+        print(f"on-time requests only: predicted {100 * figures['predicted_miss_share_on_time']:.2f} %, measured "
+              f"{100 * figures['measured_miss_share_on_time']:.2f} % over the SLO")
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2))
 

@@ -197,7 +197,7 @@ def send_times_for_rates(rates: Sequence[float]) -> np.ndarray:
 
 
 async def _open_loop(times: np.ndarray, targets: Sequence[str], bodies: Sequence[bytes], timeout_s: float,
-                     max_connections: int) -> np.ndarray:
+                     max_connections: int, lags: np.ndarray | None) -> np.ndarray:
     import httpx
 
     latencies = np.full(len(times), np.inf)
@@ -207,6 +207,8 @@ async def _open_loop(times: np.ndarray, targets: Sequence[str], bodies: Sequence
         start = loop.time() + 0.05
 
         async def one(i: int) -> None:
+            if lags is not None:
+                lags[i] = loop.time() - (start + times[i])
             try:
                 response = await client.post(targets[i], content=bodies[i % len(bodies)],
                                              headers={"content-type": "application/json"})
@@ -227,10 +229,11 @@ async def _open_loop(times: np.ndarray, targets: Sequence[str], bodies: Sequence
 
 
 def open_loop(times: np.ndarray, targets: Sequence[str], bodies: Sequence[bytes], timeout_s: float = 5.0,
-              max_connections: int = 256) -> np.ndarray:
+              max_connections: int = 256, lags: np.ndarray | None = None) -> np.ndarray:
     """Send request ``i`` to ``targets[i]`` at ``times[i]`` seconds from now whatever the earlier ones are doing;
-    return each latency in seconds from its scheduled time (``inf`` for a failure or timeout)."""
-    return asyncio.run(_open_loop(np.asarray(times, float), targets, bodies, timeout_s, max_connections))
+    return each latency in seconds from its scheduled time (``inf`` for a failure or timeout). ``lags``, if given,
+    receives how late each request actually left (the client's own delay, which the latency includes)."""
+    return asyncio.run(_open_loop(np.asarray(times, float), targets, bodies, timeout_s, max_connections, lags))
 
 
 def summarize(rps: float, seconds: float, latencies: np.ndarray, cpu_cores: float | None = None) -> StepResult:
