@@ -26,8 +26,10 @@ def _options() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("group", "option"), _options())
-def test_every_option_composes_and_instantiates(group, option, tmp_path, image_folder):
+def test_every_option_composes_and_instantiates(group, option, tmp_path, image_folder, request):
     overrides = [f"{group}={option}"] if group != "hydra" else []
+    if (group, option) == ("data", "streaming"):  # an optimized dataset to stream (tests/conftest.py)
+        overrides.append(f"data.uri={request.getfixturevalue('digits_optimized')[0]}")
     overrides += [o.format(images=image_folder) for o in NEEDS.get((group, option), [])]
     cfg = compose_cfg(OWNER.get(group, "train"), overrides, tmp_path)
     if group == "rules":

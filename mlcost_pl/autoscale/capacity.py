@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -131,18 +130,8 @@ def load_capacity(source: str | os.PathLike[str] | Mapping[str, Any], model_dir:
 
 
 def write_json(data: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` as indented JSON atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` as indented JSON atomically (``mlcost_pl.utils.fs.atomic_write_local``)."""
+    from mlcost_pl.utils.fs import atomic_write_local
+
+    atomic_write_local(path, json.dumps(data, indent=2, default=str) + "\n")
+    return Path(path)

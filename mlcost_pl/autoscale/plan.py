@@ -9,6 +9,7 @@ imports matplotlib lazily.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from mlcost_pl.autoscale.capacity import Capacity
 from mlcost_pl.autoscale.hpa import Behavior, ScalingPolicy, ScalingRules
 from mlcost_pl.autoscale.simulate import HPAPolicy, SimResult, StaticPolicy, classic_hpa, keda_policy, simulate
 from mlcost_pl.autoscale.trace import Trace
+from mlcost_pl.utils.fs import atomic_write_local
 
 DEFAULT_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 DEFAULT_WINDOWS = (60, 180, 300, 600)
@@ -204,9 +206,6 @@ def table_rows(plan: Plan) -> list[dict[str, Any]]:
 
 def plot(plan: Plan, trace: Trace, path: str | Path, bucket_s: int | None = None) -> Path:
     """A PNG of the traffic, the replicas of each policy, and the SLO misses, over the trace (matplotlib, Agg)."""
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,15 +235,10 @@ def plot(plan: Plan, trace: Trace, path: str | Path, bucket_s: int | None = None
     axes[2].set_xlabel("hours")
     axes[2].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
+    png = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(png, format="png", dpi=90)
     finally:
         plt.close(fig)
+    atomic_write_local(path, png.getvalue())
     return path

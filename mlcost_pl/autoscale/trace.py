@@ -11,7 +11,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,18 +149,11 @@ def trace_csv(trace: Trace) -> str:
 
 
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
-    """Write ``trace`` as CSV atomically (temporary file in the same folder, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(trace_csv(trace))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``trace`` as CSV atomically (``mlcost_pl.utils.fs.atomic_write_local``)."""
+    from mlcost_pl.utils.fs import atomic_write_local
+
+    atomic_write_local(path, trace_csv(trace))
+    return Path(path)
 
 
 def diurnal_trace(seed: int = 0, peak_rps: float = 1200.0, trough_fraction: float = 0.12, step_s: int = 60,
