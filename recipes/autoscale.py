@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.errors import UserInputError
 from recipes._cli import positional_command, run_cli
 
 register_resolvers()
@@ -31,7 +32,7 @@ def _capacity(cfg: DictConfig):
     if isinstance(source, DictConfig):
         given = {k: v for k, v in OmegaConf.to_container(source, resolve=True).items() if v is not None}
         if "rps" not in given:
-            raise ValueError("capacity is required: capacity=<capacity.json from recipes.autoscale measure> or "
+            raise UserInputError("capacity is required: capacity=<capacity.json from recipes.autoscale measure> or "
                              "capacity.rps=<requests/s one replica sustains at the SLO>")
         return load_capacity(given, model_dir=cfg.get("model_dir"))
     return load_capacity(str(source), model_dir=cfg.get("model_dir"))
@@ -47,9 +48,9 @@ def cpu_cores(quantity: Any) -> float:
     try:
         cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
     except ValueError:
-        raise ValueError(f"plan.deploy.cpu must be a CPU quantity like '1' or '500m', got {quantity!r}") from None
+        raise UserInputError(f"plan.deploy.cpu must be a CPU quantity like '1' or '500m', got {quantity!r}") from None
     if not cores > 0:
-        raise ValueError(f"plan.deploy.cpu must be > 0, got {quantity!r}")
+        raise UserInputError(f"plan.deploy.cpu must be > 0, got {quantity!r}")
     return cores
 
 
@@ -130,7 +131,7 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
     from mlcost_pl.summary import print_summary
 
     if not cfg.get("model_dir"):
-        raise ValueError("model_dir is required: model_dir=<the folder recipes.export wrote>")
+        raise UserInputError("model_dir is required: model_dir=<the folder recipes.export wrote>")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     m = cfg.measure
     settings = RampSettings(slo_ms=float(cfg.serve.slo_ms), start_rps=float(m.start_rps), growth=float(m.growth),
@@ -155,7 +156,7 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Dispatch ``cfg.command``."""
     if cfg.command not in COMMANDS:
-        raise ValueError(f"command must be one of {', '.join(COMMANDS)}, got {cfg.command!r}")
+        raise UserInputError(f"command must be one of {', '.join(COMMANDS)}, got {cfg.command!r}")
     return plan(cfg) if cfg.command == "plan" else measure(cfg)
 
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mlcost_pl.errors import MissingInputError, UserInputError
+
 CAPACITY_FILE = "capacity.json"
 
 
@@ -53,13 +55,13 @@ class Capacity:
             if value is None and name in ("saturation_rps", "slo_ms", "mean_latency_ms"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"capacity.{name} must be a number, got {value!r}")
+                raise UserInputError(f"capacity.{name} must be a number, got {value!r}")
             if value < 0 or (value == 0 and name != "startup_s"):
-                raise ValueError(f"capacity.{name} must be > 0, got {value!r}")
+                raise UserInputError(f"capacity.{name} must be > 0, got {value!r}")
         if self.saturation_rps is None:
             object.__setattr__(self, "saturation_rps", float(self.rps))
         elif self.saturation_rps < self.rps:
-            raise ValueError(f"capacity.saturation_rps ({self.saturation_rps}) must be >= capacity.rps ({self.rps})")
+            raise UserInputError(f"capacity.saturation_rps ({self.saturation_rps}) must be >= capacity.rps ({self.rps})")
 
     @property
     def mean_latency_s(self) -> float:
@@ -74,9 +76,9 @@ class Capacity:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}")
+            raise UserInputError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}")
         if "rps" not in data or data["rps"] is None:
-            raise ValueError(f"{where}: needs rps (requests/s one replica sustains at the SLO), e.g. capacity.rps=120")
+            raise UserInputError(f"{where}: needs rps (requests/s one replica sustains at the SLO), e.g. capacity.rps=120")
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,9 +94,9 @@ def model_version(model_dir: str | os.PathLike[str]) -> str:
     """
     manifest = Path(model_dir) / "manifest.json"
     if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"model_dir={model_dir}: no such folder (give a recipes.export output folder)")
+        raise MissingInputError(f"model_dir={model_dir}: no such folder (give a recipes.export output folder)")
     if not manifest.is_file():
-        raise FileNotFoundError(f"model_dir={model_dir}: no manifest.json (not a recipes.export output folder)")
+        raise MissingInputError(f"model_dir={model_dir}: no manifest.json (not a recipes.export output folder)")
     return hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
@@ -112,19 +114,19 @@ def load_capacity(source: str | os.PathLike[str] | Mapping[str, Any], model_dir:
         if not text.lstrip().startswith("{"):
             path = Path(text)
             if not path.is_file():
-                raise FileNotFoundError(f"capacity={text}: no such file (run recipes.autoscale measure, or give capacity.rps=N)")
+                raise MissingInputError(f"capacity={text}: no such file (run recipes.autoscale measure, or give capacity.rps=N)")
             text = path.read_text()
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"capacity={where}: not JSON ({err.msg} at line {err.lineno})") from None
+            raise UserInputError(f"capacity={where}: not JSON ({err.msg} at line {err.lineno})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"capacity={where}: expected a JSON object, got {type(data).__name__}")
+            raise UserInputError(f"capacity={where}: expected a JSON object, got {type(data).__name__}")
         capacity = Capacity.from_dict(data, where=f"capacity={where}")
     if model_dir is not None and capacity.model_version is not None:
         version = model_version(model_dir)
         if version != capacity.model_version:
-            raise ValueError(f"capacity={where} was measured on another model version ({capacity.model_version[:12]}, "
+            raise UserInputError(f"capacity={where} was measured on another model version ({capacity.model_version[:12]}, "
                              f"{capacity.model_dir}) than model_dir={model_dir} ({version[:12]}): re-run recipes.autoscale measure")
     return capacity
 

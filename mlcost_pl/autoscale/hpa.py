@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mlcost_pl.errors import UserInputError
+
 SELECT_POLICIES = ("Max", "Min", "Disabled")
 POLICY_TYPES = ("Pods", "Percent")
 
@@ -50,11 +52,11 @@ class ScalingPolicy:
 
     def __post_init__(self) -> None:
         if self.type not in POLICY_TYPES:
-            raise ValueError(f"policy type must be one of {', '.join(POLICY_TYPES)}, got {self.type!r}")
+            raise UserInputError(f"policy type must be one of {', '.join(POLICY_TYPES)}, got {self.type!r}")
         if not isinstance(self.value, int) or self.value <= 0:
-            raise ValueError(f"policy value must be an integer > 0, got {self.value!r}")
+            raise UserInputError(f"policy value must be an integer > 0, got {self.value!r}")
         if not isinstance(self.period_s, int) or not 0 < self.period_s <= 1800:
-            raise ValueError(f"policy period_s must be an integer in 1..1800, got {self.period_s!r}")
+            raise UserInputError(f"policy period_s must be an integer in 1..1800, got {self.period_s!r}")
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,9 @@ class ScalingRules:
 
     def __post_init__(self) -> None:
         if self.select_policy not in SELECT_POLICIES:
-            raise ValueError(f"select_policy must be one of {', '.join(SELECT_POLICIES)}, got {self.select_policy!r}")
+            raise UserInputError(f"select_policy must be one of {', '.join(SELECT_POLICIES)}, got {self.select_policy!r}")
         if not isinstance(self.stabilization_window_s, int) or not 0 <= self.stabilization_window_s <= 3600:
-            raise ValueError(f"stabilization_window_s must be an integer in 0..3600, got {self.stabilization_window_s!r}")
+            raise UserInputError(f"stabilization_window_s must be an integer in 0..3600, got {self.stabilization_window_s!r}")
 
 
 def default_scale_up() -> ScalingRules:
@@ -183,9 +185,9 @@ class HPAController:
 
     def __init__(self, min_replicas: int, max_replicas: int, behavior: Behavior | None = None) -> None:
         if not isinstance(min_replicas, int) or min_replicas < 1:
-            raise ValueError(f"min_replicas must be an integer >= 1, got {min_replicas!r}")
+            raise UserInputError(f"min_replicas must be an integer >= 1, got {min_replicas!r}")
         if not isinstance(max_replicas, int) or max_replicas < min_replicas:
-            raise ValueError(f"max_replicas must be an integer >= min_replicas ({min_replicas}), got {max_replicas!r}")
+            raise UserInputError(f"max_replicas must be an integer >= min_replicas ({min_replicas}), got {max_replicas!r}")
         self.min_replicas = min_replicas
         self.max_replicas = max_replicas
         self.behavior = behavior or Behavior()

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mlcost_pl.autoscale.capacity import Capacity, model_version
+from mlcost_pl.errors import MissingInputError, UserInputError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,12 +65,12 @@ class RampSettings:
 
     def __post_init__(self) -> None:
         if not self.slo_ms > 0:
-            raise ValueError(f"serve.slo_ms must be > 0, got {self.slo_ms!r}")
+            raise UserInputError(f"serve.slo_ms must be > 0, got {self.slo_ms!r}")
         if not self.start_rps > 0 or not self.growth > 1 or not self.step_s > 0:
-            raise ValueError(f"measure.start_rps and measure.step_s must be > 0 and measure.growth > 1, got "
+            raise UserInputError(f"measure.start_rps and measure.step_s must be > 0 and measure.growth > 1, got "
                              f"{self.start_rps!r}, {self.step_s!r}, {self.growth!r}")
         if self.refine_steps < 0 or not self.max_s > 0 or self.max_requests < 1:
-            raise ValueError("measure.refine_steps must be >= 0, measure.max_s > 0 and measure.max_requests >= 1")
+            raise UserInputError("measure.refine_steps must be >= 0, measure.max_s > 0 and measure.max_requests >= 1")
 
 
 @dataclass
@@ -161,11 +162,11 @@ def ramp(run_step: Callable[[float, float], StepResult], settings: RampSettings)
         trickle = step(max(1.0, min(settings.start_rps / 4, 20.0 / settings.step_s)))
         if trickle is None or not ok(trickle):
             seen = trickle or fail
-            raise ValueError(f"serve.slo_ms={settings.slo_ms:g}: impossible for one replica: p99 is {seen.p99_ms:.1f} ms "
+            raise UserInputError(f"serve.slo_ms={settings.slo_ms:g}: impossible for one replica: p99 is {seen.p99_ms:.1f} ms "
                              f"even at {seen.rps:.1f} requests/s ({seen.failed} of {seen.sent} failed)")
         best = trickle
     if best is None:
-        raise ValueError(f"measure.max_s={settings.max_s:g} / measure.max_requests={settings.max_requests} allow no "
+        raise UserInputError(f"measure.max_s={settings.max_s:g} / measure.max_requests={settings.max_requests} allow no "
                          f"step of measure.step_s={settings.step_s:g} s at {settings.start_rps:g} requests/s")
     if fail is not None:
         lo, hi = best.rps, fail.rps
@@ -285,7 +286,7 @@ def request_bodies(model_dir: str | os.PathLike[str], n: int = 64) -> list[bytes
 
     path = Path(model_dir) / "verify_set.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"model_dir={model_dir}: no verify_set.npz to draw request samples from (a recipes.export folder has one)")
+        raise MissingInputError(f"model_dir={model_dir}: no verify_set.npz to draw request samples from (a recipes.export folder has one)")
     with np.load(path, allow_pickle=False) as data:
         x = data["x"][:n]
     return [json.dumps({"inputs": sample.tolist()}).encode() for sample in x]
@@ -340,7 +341,7 @@ class ServerProcess:
             if code is not None:
                 tail = self.log_tail()
                 if code == 2:
-                    raise ValueError(f"recipes.serve refused model_dir={self.model_dir}: {tail}")
+                    raise UserInputError(f"recipes.serve refused model_dir={self.model_dir}: {tail}")
                 raise RuntimeError(f"recipes.serve exited with code {code} before it was ready: {tail}")
             try:
                 if httpx.get(f"{self.url}/ready", timeout=1.0).status_code == 200:

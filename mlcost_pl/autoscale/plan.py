@@ -22,6 +22,7 @@ from mlcost_pl.autoscale.capacity import Capacity
 from mlcost_pl.autoscale.hpa import Behavior, ScalingPolicy, ScalingRules
 from mlcost_pl.autoscale.simulate import HPAPolicy, SimResult, StaticPolicy, classic_hpa, keda_policy, simulate
 from mlcost_pl.autoscale.trace import Trace
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.utils.fs import atomic_write_local
 
 DEFAULT_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
@@ -41,11 +42,11 @@ def usd_per_replica_hour(instance: str, market: str = "on_demand", usd_per_hour:
     from mlcost_pl.cost.catalog import resolve_instance
 
     if not isinstance(replicas_per_instance, int) or replicas_per_instance < 1:
-        raise ValueError(f"plan.replicas_per_instance must be an integer >= 1, got {replicas_per_instance!r}")
+        raise UserInputError(f"plan.replicas_per_instance must be an integer >= 1, got {replicas_per_instance!r}")
     entry = resolve_instance(instance, usd_per_hour=usd_per_hour)
     price = entry.price(market)
     if price is None:
-        raise ValueError(f"plan.market={market!r}: the catalog has no spot price for {instance!r}; give plan.usd_per_hour")
+        raise UserInputError(f"plan.market={market!r}: the catalog has no spot price for {instance!r}; give plan.usd_per_hour")
     return price / replicas_per_instance
 
 
@@ -97,7 +98,7 @@ def _targets(capacity: Capacity, fractions: Iterable[float]) -> list[int]:
     """CPU target percents for load fractions of capacity (integers 1..100, as the manifest takes them)."""
     out = sorted({min(100, max(1, round(f * capacity.cpu_utilization_at_capacity))) for f in fractions})
     if not out:
-        raise ValueError("plan.targets must list at least one fraction of capacity in (0, 1]")
+        raise UserInputError("plan.targets must list at least one fraction of capacity in (0, 1]")
     return out
 
 
@@ -117,13 +118,13 @@ def search(trace: Trace, capacity: Capacity, usd_per_hour: float, max_slo_miss: 
         ValueError: ``max_slo_miss`` outside [0, 1), bad grid values (named ``plan.<name>``).
     """
     if not 0 <= max_slo_miss < 1:
-        raise ValueError(f"plan.max_slo_miss must be a share of requests in [0, 1), got {max_slo_miss!r}")
+        raise UserInputError(f"plan.max_slo_miss must be a share of requests in [0, 1), got {max_slo_miss!r}")
     if any(not 0 < f <= 1 for f in targets):
-        raise ValueError(f"plan.targets must be fractions of capacity in (0, 1], got {list(targets)}")
+        raise UserInputError(f"plan.targets must be fractions of capacity in (0, 1], got {list(targets)}")
     if any(not isinstance(w, int) or not 0 <= w <= 3600 for w in windows) or not windows:
-        raise ValueError(f"plan.windows must be seconds in 0..3600, got {list(windows)}")
+        raise UserInputError(f"plan.windows must be seconds in 0..3600, got {list(windows)}")
     if not isinstance(min_replicas, int) or min_replicas < 1:
-        raise ValueError(f"plan.min_replicas must be an integer >= 1 (the lowest min_replicas tried), got {min_replicas!r}")
+        raise UserInputError(f"plan.min_replicas must be an integer >= 1 (the lowest min_replicas tried), got {min_replicas!r}")
     static = simulate(trace, capacity, StaticPolicy(), usd_per_hour)
     peak = float(trace.rps.max())
     peak_n = static.peak_replicas

@@ -32,6 +32,7 @@ import numpy as np
 from mlcost_pl.autoscale.capacity import Capacity
 from mlcost_pl.autoscale.hpa import Behavior, HPAController, average_value_replicas, default_scale_down, utilization_replicas
 from mlcost_pl.autoscale.trace import Trace
+from mlcost_pl.errors import UserInputError
 
 METRICS = ("cpu", "rps")
 _LONG_AGO = -(10**9)
@@ -81,15 +82,15 @@ class HPAPolicy:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+            raise UserInputError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if not self.target > 0:
-            raise ValueError(f"target must be > 0, got {self.target!r}")
+            raise UserInputError(f"target must be > 0, got {self.target!r}")
         if self.pods_rps_target is not None and (self.metric != "cpu" or not self.pods_rps_target > 0):
-            raise ValueError(f"pods_rps_target must be > 0 and only goes with metric='cpu', got {self.pods_rps_target!r}")
+            raise UserInputError(f"pods_rps_target must be > 0 and only goes with metric='cpu', got {self.pods_rps_target!r}")
         if not (isinstance(self.sync_s, int) and self.sync_s >= 1 and isinstance(self.metric_window_s, int) and self.metric_window_s >= 1):
-            raise ValueError(f"sync_s and metric_window_s must be integers >= 1, got {self.sync_s!r}, {self.metric_window_s!r}")
+            raise UserInputError(f"sync_s and metric_window_s must be integers >= 1, got {self.sync_s!r}, {self.metric_window_s!r}")
         if not 0 <= self.tolerance < 1:
-            raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance!r}")
+            raise UserInputError(f"tolerance must be in [0, 1), got {self.tolerance!r}")
         HPAController(self.min_replicas, self.max_replicas, self.behavior)  # validates the bounds
 
     def settings(self) -> dict[str, Any]:
@@ -128,11 +129,11 @@ class KEDAPolicy:
 
     def __post_init__(self) -> None:
         if self.hpa.metric != "rps":
-            raise ValueError(f"a KEDA policy scales on requests/s: hpa.metric must be 'rps', got {self.hpa.metric!r}")
+            raise UserInputError(f"a KEDA policy scales on requests/s: hpa.metric must be 'rps', got {self.hpa.metric!r}")
         if self.hpa.min_replicas != max(1, self.min_replica_count):
-            raise ValueError(f"hpa.min_replicas must be max(1, min_replica_count) = {max(1, self.min_replica_count)}")
+            raise UserInputError(f"hpa.min_replicas must be max(1, min_replica_count) = {max(1, self.min_replica_count)}")
         if not (isinstance(self.polling_s, int) and self.polling_s >= 1 and self.cooldown_s >= 0):
-            raise ValueError(f"polling_s must be an integer >= 1 and cooldown_s >= 0, got {self.polling_s!r}, {self.cooldown_s!r}")
+            raise UserInputError(f"polling_s must be an integer >= 1 and cooldown_s >= 0, got {self.polling_s!r}, {self.cooldown_s!r}")
 
     def settings(self) -> dict[str, Any]:
         """The settings as a flat dict."""
@@ -244,7 +245,7 @@ def simulate(trace: Trace, capacity: Capacity, policy: Policy, usd_per_replica_h
         ValueError: an unknown policy type, or a negative price.
     """
     if usd_per_replica_hour < 0:
-        raise ValueError(f"usd_per_replica_hour must be >= 0, got {usd_per_replica_hour}")
+        raise UserInputError(f"usd_per_replica_hour must be >= 0, got {usd_per_replica_hour}")
     rate = trace.per_second()
     horizon = len(rate)
     if isinstance(policy, StaticPolicy):
@@ -256,13 +257,13 @@ def simulate(trace: Trace, capacity: Capacity, policy: Policy, usd_per_replica_h
     elif isinstance(policy, HPAPolicy):
         hpa_policy, keda = policy, None
     else:
-        raise ValueError(f"policy must be a StaticPolicy, HPAPolicy or KEDAPolicy, got {type(policy).__name__}")
+        raise UserInputError(f"policy must be a StaticPolicy, HPAPolicy or KEDAPolicy, got {type(policy).__name__}")
 
     csum = np.concatenate([[0.0], np.cumsum(rate)])
     window = hpa_policy.metric_window_s
     step = math.gcd(hpa_policy.sync_s, keda.polling_s) if keda else hpa_policy.sync_s
     if window % step:
-        raise ValueError(f"metric_window_s ({window}) must be a multiple of the control step ({step} s: the sync period"
+        raise UserInputError(f"metric_window_s ({window}) must be a multiple of the control step ({step} s: the sync period"
                          f"{' and the KEDA polling interval' if keda else ''})")
     startup = int(round(capacity.startup_s))
     rate0 = float(rate[: max(1, window)].mean())

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlcost_pl.errors import MissingInputError, UserInputError
+
 BUNDLED = ("diurnal", "spiky")
 DAY_S = 86_400
 
@@ -60,25 +62,25 @@ class Trace:
             ValueError: ``peak_rps`` not > 0, or an all-zero trace.
         """
         if not peak_rps > 0 or not self.rps.max() > 0:
-            raise ValueError(f"peak_rps must be > 0 and the trace must carry traffic, got {peak_rps!r}")
+            raise UserInputError(f"peak_rps must be > 0 and the trace must carry traffic, got {peak_rps!r}")
         return Trace(self.seconds, self.rps * (peak_rps / self.rps.max()), f"{self.name} (peak {peak_rps:g}/s)")
 
     def compressed(self, factor: float, name: str | None = None) -> Trace:
         """The same shape played ``factor`` times faster (durations divided by ``factor``, rates unchanged), resampled
         to one row per second; used to replay a day in minutes against real servers."""
         if factor < 1:
-            raise ValueError(f"factor must be >= 1, got {factor}")
+            raise UserInputError(f"factor must be >= 1, got {factor}")
         rate = self.per_second()
         n = int(len(rate) // factor)
         if n < 1:
-            raise ValueError(f"factor={factor} leaves less than one second of the {self.duration_s} s trace")
+            raise UserInputError(f"factor={factor} leaves less than one second of the {self.duration_s} s trace")
         edges = (np.arange(n + 1) * factor).astype(int)
         means = np.add.reduceat(rate, edges[:-1]) / np.diff(edges)
         return Trace(np.arange(n), means, name or f"{self.name} x{factor:g} faster")
 
 
-def _problem(where: str, line: int, message: str) -> ValueError:
-    return ValueError(f"trace={where}: line {line}: {message}")
+def _problem(where: str, line: int, message: str) -> UserInputError:
+    return UserInputError(f"trace={where}: line {line}: {message}")
 
 
 def parse_trace(text: str, where: str = "trace") -> Trace:
@@ -91,10 +93,10 @@ def parse_trace(text: str, where: str = "trace") -> Trace:
     rows = list(csv.reader(io.StringIO(text)))
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     if not rows:
-        raise ValueError(f"trace={where}: empty file; expected a header 'seconds,requests_per_s' and rows")
+        raise UserInputError(f"trace={where}: empty file; expected a header 'seconds,requests_per_s' and rows")
     header = [c.strip() for c in rows[0]]
     if header != ["seconds", "requests_per_s"]:
-        raise ValueError(f"trace={where}: header must be 'seconds,requests_per_s', got {','.join(header)!r}")
+        raise UserInputError(f"trace={where}: header must be 'seconds,requests_per_s', got {','.join(header)!r}")
     seconds: list[float] = []
     rates: list[float] = []
     for i, row in enumerate(rows[1:], start=2):
@@ -113,7 +115,7 @@ def parse_trace(text: str, where: str = "trace") -> Trace:
         seconds.append(sec)
         rates.append(rate)
     if len(seconds) < 2:
-        raise ValueError(f"trace={where}: needs at least 2 rows, got {len(seconds)}")
+        raise UserInputError(f"trace={where}: needs at least 2 rows, got {len(seconds)}")
     sec_arr = np.asarray(seconds, dtype=np.int64)
     steps = np.diff(sec_arr)
     if (steps <= 0).any():
@@ -138,7 +140,7 @@ def load_trace(source: str | os.PathLike[str], seed: int = 0) -> Trace:
         return bundled_trace(name, seed=seed)
     path = Path(name)
     if not path.is_file():
-        raise FileNotFoundError(f"trace={name}: no such file (bundled traces: {', '.join(BUNDLED)})")
+        raise MissingInputError(f"trace={name}: no such file (bundled traces: {', '.join(BUNDLED)})")
     return parse_trace(path.read_text(), where=name)
 
 
@@ -200,4 +202,4 @@ def bundled_trace(name: str, seed: int = 0) -> Trace:
         return diurnal_trace(seed)
     if name == "spiky":
         return spiky_trace(seed)
-    raise ValueError(f"trace={name!r}: not a bundled trace; choose one of {', '.join(BUNDLED)} or give a CSV path")
+    raise UserInputError(f"trace={name!r}: not a bundled trace; choose one of {', '.join(BUNDLED)} or give a CSV path")
