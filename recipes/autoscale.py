@@ -71,7 +71,10 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
         trace = trace.scaled(float(p.peak_rps))
     price = usd_per_replica_hour(str(p.instance), str(p.market), p.usd_per_hour, int(p.replicas_per_instance))
     deploy_options = OmegaConf.to_container(p.deploy, resolve=True)
-    DeploySettings.from_dict(deploy_options)  # bad deploy settings fail before the search
+    try:
+        DeploySettings.from_dict(deploy_options)  # bad deploy settings fail before the search
+    except ValueError as err:  # serve.deploy's checks name deploy.<field>; here they live under plan.deploy
+        raise UserInputError(f"plan.{err}") from None
     # capacity.json has CPU in % of one core; the HPA's target is in % of the pod's request
     cores = cpu_cores(deploy_options.get("cpu", "1"))
     capacity = dataclasses.replace(capacity, cpu_utilization_at_capacity=capacity.cpu_utilization_at_capacity / cores)

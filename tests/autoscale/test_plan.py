@@ -16,6 +16,7 @@ from mlcost_pl.autoscale.capacity import Capacity, load_capacity, write_json
 from mlcost_pl.autoscale.plan import deploy_hpa, search, usd_per_replica_hour
 from mlcost_pl.autoscale.simulate import simulate
 from mlcost_pl.autoscale.trace import Trace, diurnal_trace, write_trace
+from mlcost_pl.errors import UserInputError
 from recipes._cli import positional_command
 from recipes.autoscale import COMMANDS, cpu_cores, run
 from tests.helpers.cfg import compose_cfg
@@ -119,6 +120,8 @@ def test_missing_capacity_names_both_ways_to_give_it(tmp_path):
         run(cfg)
     with pytest.raises(ValueError, match="command must be one of plan, measure"):
         run(compose_cfg("autoscale", ["command=deploy"], tmp_path))
+    with pytest.raises(UserInputError, match="plan.deploy.name must be a DNS-1123 label"):
+        run(compose_cfg("autoscale", ["command=plan", "capacity.rps=10", "plan.deploy.name=Bad_Name"], tmp_path))
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
