@@ -8,12 +8,15 @@ Kubernetes manifests instead.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
 
@@ -28,7 +31,7 @@ def write_manifests(cfg: DictConfig) -> list[str]:
     options.pop("target")
     out = options.pop("out")
     if not out:
-        raise ValueError("deploy.out is required with deploy=k8s: deploy.out=<folder for the manifests>")
+        raise UserInputError("deploy.out is required with deploy=k8s: deploy.out=<folder for the manifests>")
     paths = write_k8s_manifests(DeploySettings.from_dict(options), out)
     print_summary("mlcost_pl serve deploy=k8s", [("wrote", str(p)) for p in paths])
     return [str(p) for p in paths]
@@ -39,7 +42,7 @@ def serve(cfg: DictConfig) -> Any:
     if cfg.deploy.target == "k8s":
         return write_manifests(cfg)
     if not cfg.get("model_dir"):
-        raise ValueError("model_dir is required: model_dir=<the folder recipes.export wrote>")
+        raise UserInputError("model_dir is required: model_dir=<the folder recipes.export wrote>")
     from mlcost_pl.serve.model import load_export
     from mlcost_pl.serve.server import ModelServer, ServeSettings
 
@@ -68,7 +71,15 @@ def serve(cfg: DictConfig) -> Any:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_cli(serve, cfg)
+    result = run_cli(serve, cfg)
+    drained = getattr(result, "drain_result", None)
+    if drained is not None:
+        # Every request is answered and every child has exited: skip the interpreter's teardown (seconds of garbage
+        # collection on a loaded machine), so the exit lands inside serve.drain_seconds.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1 if drained.get("worker_died") else 0)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from mlcost_pl.errors import UserInputError
+
 
 class AIMDBatchController:
     """Additive-increase / multiplicative-decrease cap on the batch size, driven by measured batch latency.
@@ -48,17 +50,17 @@ class AIMDBatchController:
                  step: int = 1, backoff: float = 0.5, headroom: float = 0.5, window: int = 32, percentile: float = 99.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not slo_ms > 0:
-            raise ValueError(f"serve.slo_ms must be > 0, got {slo_ms}")
+            raise UserInputError(f"serve.slo_ms must be > 0, got {slo_ms}")
         if min_batch < 1 or max_batch < min_batch:
-            raise ValueError(f"serve.batching.min_batch/max_batch must satisfy 1 <= min <= max, got {min_batch}, {max_batch}")
+            raise UserInputError(f"serve.batching.min_batch/max_batch must satisfy 1 <= min <= max, got {min_batch}, {max_batch}")
         if step < 1:
-            raise ValueError(f"serve.batching.step must be >= 1, got {step}")
+            raise UserInputError(f"serve.batching.step must be >= 1, got {step}")
         if not 0 < backoff < 1:
-            raise ValueError(f"serve.batching.backoff must be in (0, 1), got {backoff}")
+            raise UserInputError(f"serve.batching.backoff must be in (0, 1), got {backoff}")
         if not 0 < headroom <= 1:
-            raise ValueError(f"serve.batching.headroom must be in (0, 1], got {headroom}")
+            raise UserInputError(f"serve.batching.headroom must be in (0, 1], got {headroom}")
         if window < 1 or not 0 < percentile <= 100:
-            raise ValueError(f"serve.batching.window must be >= 1 and percentile in (0, 100], got {window}, {percentile}")
+            raise UserInputError(f"serve.batching.window must be >= 1 and percentile in (0, 100], got {window}, {percentile}")
         self.slo_ms = float(slo_ms)
         self.min_batch, self.max_limit = int(min_batch), int(max_batch)
         self.step, self.backoff, self.headroom = int(step), float(backoff), float(headroom)
@@ -66,7 +68,7 @@ class AIMDBatchController:
         self.clock = clock
         self.max_batch = int(start_batch or min_batch)
         if not self.min_batch <= self.max_batch <= self.max_limit:
-            raise ValueError(f"serve.batching.start_batch must be in [{min_batch}, {max_batch}], got {start_batch}")
+            raise UserInputError(f"serve.batching.start_batch must be in [{min_batch}, {max_batch}], got {start_batch}")
         self._latencies: deque[float] = deque(maxlen=int(window))
         self.increases = self.decreases = 0
 
@@ -88,7 +90,7 @@ class AIMDBatchController:
     def observe(self, latency_ms: float, size: int) -> int:
         """Adjust the cap after a batch of ``size`` that took ``latency_ms``; return the new cap."""
         if size < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
+            raise UserInputError(f"size must be >= 1, got {size}")
         if latency_ms > self.budget_ms:
             # over budget: back off at once, and forget the window that led here
             new = max(self.min_batch, int(min(self.max_batch, size) * self.backoff))

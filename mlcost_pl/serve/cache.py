@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from mlcost_pl.errors import MissingDependencyError, UserInputError
+
 log = logging.getLogger(__name__)
 
 
@@ -71,11 +73,11 @@ class LRUCache:
     def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 << 20, ttl_s: float | None = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_entries < 1:
-            raise ValueError(f"serve.cache.max_entries must be >= 1, got {max_entries}")
+            raise UserInputError(f"serve.cache.max_entries must be >= 1, got {max_entries}")
         if max_bytes < 1:
-            raise ValueError(f"serve.cache.max_mb must be > 0, got {max_bytes} bytes")
+            raise UserInputError(f"serve.cache.max_mb must be > 0, got {max_bytes} bytes")
         if ttl_s is not None and ttl_s <= 0:
-            raise ValueError(f"serve.cache.ttl_s must be > 0 or null, got {ttl_s}")
+            raise UserInputError(f"serve.cache.ttl_s must be > 0 or null, got {ttl_s}")
         self.max_entries, self.max_bytes, self.ttl_s = int(max_entries), int(max_bytes), ttl_s
         self.clock = clock
         self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
@@ -138,11 +140,11 @@ class RedisTier:
     def __init__(self, url: str, ttl_s: float | None = 600.0, prefix: str = "mlcost:serve:", timeout_s: float = 0.05,
                  retry_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         if not str(url).startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"serve.cache.url must be a redis://, rediss:// or unix:// URL, got {url!r}")
+            raise UserInputError(f"serve.cache.url must be a redis://, rediss:// or unix:// URL, got {url!r}")
         try:
             import redis
         except ImportError as err:  # pragma: no cover - redis is a declared dependency
-            raise ImportError("serve.cache.url needs the redis client: pip install redis") from err
+            raise MissingDependencyError("serve.cache.url needs the redis client: pip install redis") from err
         self.url, self.ttl_s, self.prefix, self.retry_s, self.clock = url, ttl_s, prefix, retry_s, clock
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._errors = (redis.RedisError, OSError)
@@ -229,6 +231,6 @@ def build_cache(enabled: bool = True, max_entries: int = 10_000, max_mb: float =
     if not enabled:
         return None
     if not max_mb > 0:
-        raise ValueError(f"serve.cache.max_mb must be > 0, got {max_mb}")
+        raise UserInputError(f"serve.cache.max_mb must be > 0, got {max_mb}")
     local = LRUCache(max_entries=max_entries, max_bytes=int(max_mb * (1 << 20)), ttl_s=ttl_s)
     return PredictionCache(local, RedisTier(url, ttl_s=ttl_s) if url else None)

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from mlcost_pl.errors import UserInputError
+
 JSON_TYPES = ("application/json",)
 NPY_TYPES = ("application/octet-stream", "application/x-npy")
 
 
-class BadInput(ValueError):
+class BadInput(UserInputError):
     """A request the server refuses, with the HTTP status to answer (4xx)."""
 
     def __init__(self, message: str, status: int = 422) -> None:
@@ -83,6 +85,9 @@ def decode_json(body: bytes) -> np.ndarray:
 
 def decode_npy(body: bytes) -> np.ndarray:
     """A ``.npy`` body as an array (``allow_pickle=False``: object arrays are refused, never unpickled)."""
+    if not body.startswith(b"\x93NUMPY"):
+        raise BadInput("npy body: not a valid .npy file (it does not start with the NPY magic; write it with np.save)",
+                       status=400)
     try:
         return np.load(io.BytesIO(body), allow_pickle=False)
     except ValueError as err:

@@ -5,13 +5,14 @@ with their own recommended values.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mlcost_pl.errors import UserInputError
+from mlcost_pl.utils.fs import write_atomic
 
 IN_FLIGHT_METRIC = "serve_in_flight_requests"
 PRESTOP_SLEEP_S = 5  # time for the endpoints controller to drop the pod before SIGTERM arrives
@@ -69,24 +70,24 @@ class DeploySettings:
         import re
 
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", str(self.name)):
-            raise ValueError(f"deploy.name must be a DNS-1123 label (lower-case letters, digits, '-'), got {self.name!r}")
+            raise UserInputError(f"deploy.name must be a DNS-1123 label (lower-case letters, digits, '-'), got {self.name!r}")
         if not 1 <= int(self.port) <= 65535:
-            raise ValueError(f"deploy.port must be in 1..65535, got {self.port}")
+            raise UserInputError(f"deploy.port must be in 1..65535, got {self.port}")
         for key in ("min_replicas", "keda_min_replicas"):
             if int(getattr(self, key)) < 0:
-                raise ValueError(f"deploy.{key} must be >= 0, got {getattr(self, key)}")
+                raise UserInputError(f"deploy.{key} must be >= 0, got {getattr(self, key)}")
         if int(self.max_replicas) < max(1, int(self.min_replicas)):
-            raise ValueError(f"deploy.max_replicas must be >= max(1, min_replicas), got {self.max_replicas}")
+            raise UserInputError(f"deploy.max_replicas must be >= max(1, min_replicas), got {self.max_replicas}")
         if not 1 <= int(self.cpu_target_utilization) <= 100:
-            raise ValueError(f"deploy.cpu_target_utilization must be in 1..100, got {self.cpu_target_utilization}")
+            raise UserInputError(f"deploy.cpu_target_utilization must be in 1..100, got {self.cpu_target_utilization}")
         if not 1 <= int(self.scale_down_percent) <= 100:
-            raise ValueError(f"deploy.scale_down_percent must be in 1..100, got {self.scale_down_percent}")
+            raise UserInputError(f"deploy.scale_down_percent must be in 1..100, got {self.scale_down_percent}")
         for key in ("scale_down_stabilization_s", "scale_down_period_s", "drain_seconds"):
             if int(getattr(self, key)) < 0 or (key == "scale_down_period_s" and int(self.scale_down_period_s) < 1):
-                raise ValueError(f"deploy.{key} must be a positive number of seconds, got {getattr(self, key)}")
+                raise UserInputError(f"deploy.{key} must be a positive number of seconds, got {getattr(self, key)}")
         for key in ("in_flight_target", "keda_threshold"):
             if float(getattr(self, key)) <= 0:
-                raise ValueError(f"deploy.{key} must be > 0, got {getattr(self, key)}")
+                raise UserInputError(f"deploy.{key} must be > 0, got {getattr(self, key)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DeploySettings:
@@ -94,7 +95,7 @@ class DeploySettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"deploy: unknown setting(s) {unknown}; allowed: {', '.join(sorted(known))}")
+            raise UserInputError(f"deploy: unknown setting(s) {unknown}; allowed: {', '.join(sorted(known))}")
         values = dict(values)
         if "extra_args" in values:
             values["extra_args"] = tuple(values["extra_args"] or ())
@@ -259,17 +260,6 @@ def k8s_manifests(settings: DeploySettings) -> dict[str, dict[str, Any]]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_k8s_manifests(settings: DeploySettings, out_dir: str | Path) -> list[Path]:
     """Write :func:`k8s_manifests` as YAML files plus a ``Dockerfile`` into ``out_dir``, each atomically.
 
@@ -281,10 +271,10 @@ def write_k8s_manifests(settings: DeploySettings, out_dir: str | Path) -> list[P
     written = []
     for filename, manifest in k8s_manifests(settings).items():
         path = out / filename
-        _write_atomic(path, yaml.safe_dump(manifest, sort_keys=False))
+        write_atomic(path, yaml.safe_dump(manifest, sort_keys=False))
         written.append(path)
     path = out / "Dockerfile"
-    _write_atomic(path, dockerfile(settings))
+    write_atomic(path, dockerfile(settings))
     written.append(path)
     return written
 

@@ -14,6 +14,7 @@ before any worker starts (and before ``prometheus_client`` is imported).
 | ``serve_in_flight_requests`` | gauge | requests accepted and not yet answered (the HPA's Pods metric) |
 | ``serve_cache_hits_total`` / ``serve_cache_misses_total`` | counter | prediction cache lookups, per sample |
 | ``serve_cache_bytes`` | gauge | bytes held by the local cache tier |
+| ``serve_requests_total`` | counter | ``/predict`` requests accepted (every one gets an answer) |
 | ``serve_predictions_total`` | counter | samples answered (cache hits included) |
 | ``serve_rejected_total`` | counter | requests refused, label ``reason`` (``overload``, ``bad_input``) |
 | ``serve_uptime_seconds`` | gauge | seconds since the server started |
@@ -23,10 +24,12 @@ before any worker starts (and before ``prometheus_client`` is imported).
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+from mlcost_pl.errors import UserInputError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -41,26 +44,47 @@ def usd_per_1k_predictions(price_per_hour: float, seconds: float, predictions: f
         0.005
     """
     if price_per_hour < 0 or seconds < 0:
-        raise ValueError(f"price_per_hour and seconds must be >= 0, got {price_per_hour}, {seconds}")
+        raise UserInputError(f"price_per_hour and seconds must be >= 0, got {price_per_hour}, {seconds}")
     if predictions <= 0:
         return float("nan")
     return price_per_hour / 3600.0 * seconds / predictions * 1000.0
 
 
 def prepare_multiprocess_dir(path: str | os.PathLike | None = None) -> str:
-    """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty folder (``path``, the variable's value, or a new temporary
-    folder) and return it. Must run before ``prometheus_client`` is imported in this process."""
+    """Point ``PROMETHEUS_MULTIPROC_DIR`` at a folder (``path``, the variable's value, or a new temporary folder),
+    remove the files of processes that no longer run, and return it. Must run before ``prometheus_client`` is
+    imported in this process."""
     folder = Path(path or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="mlcost-serve-prom-"))
-    if folder.exists():
+    if folder.exists():  # files of processes that are gone (a previous server in this container) would be summed in
         for f in folder.glob("*.db"):
-            f.unlink()
+            pid = f.stem.rsplit("_", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                f.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return str(folder)
 
 
-def remove_multiprocess_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def process_start_time() -> float:
+    """Unix time this process started (Linux ``/proc``; elsewhere: now). The instance is paid from then, model
+    loading included, so the cost gauge counts from it."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - start_ticks / ticks)
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return time.time()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ServeMetrics:
@@ -85,6 +109,7 @@ class ServeMetrics:
         self.cache_hits = Counter("serve_cache_hits", "Prediction cache hits (samples).", registry=None)
         self.cache_misses = Counter("serve_cache_misses", "Prediction cache misses (samples).", registry=None)
         self.cache_bytes = Gauge("serve_cache_bytes", "Bytes in the local cache tier.", multiprocess_mode="livesum", registry=None)
+        self.requests = Counter("serve_requests", "Prediction requests accepted (read by the server).", registry=None)
         self.predictions = Counter("serve_predictions", "Samples answered, cache hits included.", registry=None)
         self.rejected = Counter("serve_rejected", "Requests refused.", ["reason"], registry=None)
 
@@ -114,6 +139,16 @@ def render(price_per_hour: float, started: float, now: float) -> tuple[bytes, st
 
     registry.register(_Cost())
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def read_multiprocess_dir(path: str | os.PathLike) -> dict[str, float]:
+    """The merged samples of a multiprocess folder (also after the server exited), as :func:`parse_metrics` gives."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(path))
+    return parse_metrics(generate_latest(registry).decode())
 
 
 def parse_metrics(text: str) -> dict[str, float]:

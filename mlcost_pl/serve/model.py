@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.export.report import MANIFEST, check_manifest
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class OnnxPredictor:
         """The input shape without the batch dimension."""
         shape = self.load()._session.get_inputs()[0].shape[1:]
         if not all(isinstance(d, int) for d in shape):
-            raise ValueError(f"{self.path}: only the batch dimension may be dynamic, input shape is {shape}")
+            raise UserInputError(f"{self.path}: only the batch dimension may be dynamic, input shape is {shape}")
         return tuple(shape)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -108,7 +109,7 @@ def _labels(folder: Path, labels: Sequence[str] | None) -> list[str] | None:
     if path.is_file():
         data = json.loads(path.read_text())
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of class names")
+            raise UserInputError(f"{path}: expected a JSON list of class names")
         return [str(v) for v in data]
     return None
 
@@ -125,15 +126,15 @@ def load_export(model_dir: str | Path, variant: str = "auto", threads: int = 1, 
         ValueError: a file differs from the manifest, is missing or unlisted (the file named); a bad ``variant``.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"serve.variant must be one of {VARIANTS}, got {variant!r}")
+        raise UserInputError(f"serve.variant must be one of {VARIANTS}, got {variant!r}")
     folder = Path(model_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"model_dir={model_dir}: no such folder (give the folder recipes.export wrote)")
+        raise MissingInputError(f"model_dir={model_dir}: no such folder (give the folder recipes.export wrote)")
     if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(f"model_dir={model_dir}: no {MANIFEST} here; not an export folder from recipes.export")
+        raise MissingInputError(f"model_dir={model_dir}: no {MANIFEST} here; not an export folder from recipes.export")
     problems = check_manifest(folder)
     if problems:
-        raise ValueError(f"model_dir={model_dir}: refusing a tampered or partial export: {problems[0]}"
+        raise UserInputError(f"model_dir={model_dir}: refusing a tampered or partial export: {problems[0]}"
                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     version = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()[:16]
     report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").is_file() else {}
@@ -142,10 +143,10 @@ def load_export(model_dir: str | Path, variant: str = "auto", threads: int = 1, 
     if "int8" in available and not gate_ok:
         available.pop("int8")
     if not available:
-        raise FileNotFoundError(f"model_dir={model_dir}: no model.onnx or model.int8.onnx in the export")
+        raise MissingInputError(f"model_dir={model_dir}: no model.onnx or model.int8.onnx in the export")
     if variant != "auto":
         if variant not in available:
-            raise ValueError(f"serve.variant={variant}: this export has no {VARIANT_FILES[variant]} "
+            raise UserInputError(f"serve.variant={variant}: this export has no {VARIANT_FILES[variant]} "
                              f"(available: {', '.join(sorted(available))})")
         chosen, reason, timings = variant, f"serve.variant={variant}", {}
     else:

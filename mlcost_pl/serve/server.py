@@ -30,15 +30,17 @@ from litserve.loops.simple_loops import BatchedLoop
 from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem, WorkerSetupStatus
 from pydantic import BaseModel
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.serve.batching import AIMDBatchController
 from mlcost_pl.serve.cache import PredictionCache, build_cache, tensor_digest
 from mlcost_pl.serve.decode import BadInput, decode_body, format_outputs
-from mlcost_pl.serve.metrics import ServeMetrics, prepare_multiprocess_dir, render
+from mlcost_pl.serve.metrics import ServeMetrics, prepare_multiprocess_dir, process_start_time, render
 from mlcost_pl.serve.model import ServedModel
 
 log = logging.getLogger(__name__)
 
 BATCHING = ("adaptive", "static", "none")
+SHUTDOWN_RESERVE_S = 3.0  # of serve.drain_seconds, kept for stopping the workers and LitServe's own shutdown
 
 
 @dataclass
@@ -84,18 +86,18 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
-            raise ValueError(f"serve.batching must be one of {BATCHING}, got {self.batching!r}")
+            raise UserInputError(f"serve.batching must be one of {BATCHING}, got {self.batching!r}")
         for key in ("max_batch_size", "max_queue", "max_request_samples", "top_k", "workers", "api_servers"):
             if int(getattr(self, key)) < 1:
-                raise ValueError(f"serve.{key} must be >= 1, got {getattr(self, key)}")
+                raise UserInputError(f"serve.{key} must be >= 1, got {getattr(self, key)}")
         for key in ("slo_ms", "max_body_mb", "drain_seconds"):
             if not float(getattr(self, key)) > 0:
-                raise ValueError(f"serve.{key} must be > 0, got {getattr(self, key)}")
+                raise UserInputError(f"serve.{key} must be > 0, got {getattr(self, key)}")
         if self.batch_timeout < 0 or self.ready_grace_s < 0 or self.retry_after_s < 0:
-            raise ValueError("serve.batch_timeout, serve.ready_grace_s and serve.retry_after_s must be >= 0")
-        if self.ready_grace_s >= self.drain_seconds:
-            raise ValueError(f"serve.ready_grace_s ({self.ready_grace_s}) must be < serve.drain_seconds "
-                             f"({self.drain_seconds})")
+            raise UserInputError("serve.batch_timeout, serve.ready_grace_s and serve.retry_after_s must be >= 0")
+        if self.ready_grace_s + SHUTDOWN_RESERVE_S + 1 > self.drain_seconds:
+            raise UserInputError(f"serve.drain_seconds ({self.drain_seconds}) must be >= serve.ready_grace_s "
+                             f"({self.ready_grace_s}) + {SHUTDOWN_RESERVE_S + 1:g} s")
         self.cache = dict(self.cache or {"enabled": True})
 
     def price_per_hour(self) -> float:
@@ -103,11 +105,11 @@ class ServeSettings:
         from mlcost_pl.cost import resolve_instance
 
         if self.market not in ("on_demand", "spot"):
-            raise ValueError(f"serve.market must be 'on_demand' or 'spot', got {self.market!r}")
+            raise UserInputError(f"serve.market must be 'on_demand' or 'spot', got {self.market!r}")
         entry = resolve_instance(self.instance, usd_per_hour=self.usd_per_hour if self.instance == "custom" else None)
         price = entry.price(self.market)
         if price is None:
-            raise ValueError(f"serve.instance={self.instance!r} has no {self.market} price in the catalog")
+            raise UserInputError(f"serve.instance={self.instance!r} has no {self.market} price in the catalog")
         return float(price)
 
 
@@ -280,7 +282,7 @@ class ModelServer(ls.LitServer):
         self.price_per_hour = self.settings.price_per_hour()
         self.metrics_dir = prepare_multiprocess_dir(metrics_dir)
         build_cache(**self.settings.cache)  # validate the cache options now, in the parent; each API process builds its own
-        self.started = time.time()
+        self.started = process_start_time()
         ctx = mp.get_context("fork")
         self._in_flight = ctx.Value("i", 0)
         self._draining = ctx.Value("b", 0)
@@ -288,11 +290,13 @@ class ModelServer(ls.LitServer):
         self._metrics: ServeMetrics | None = None
         self._process_pid: int | None = None
         self._uvicorn: dict[int, Any] = {}
+        self._drain_lock = threading.Lock()
         self.drain_result: dict[str, Any] | None = None
         super().__init__(ModelAPI(model, self.settings), accelerator="cpu", devices=1,
                          workers_per_device=self.settings.workers, timeout=False,
                          model_metadata={"version": model.version, "variant": model.variant})
-        self.uvicorn_graceful_timeout = max(1.0, self.settings.drain_seconds - self.settings.ready_grace_s - 2.0)
+        self.uvicorn_graceful_timeout = max(
+            1.0, self.settings.drain_seconds - self.settings.ready_grace_s - SHUTDOWN_RESERVE_S - 1.0)
 
     # ---- per-process state (created after fork, in the API server process that uses it) ----
     def _local(self) -> tuple[PredictionCache | None, ServeMetrics]:
@@ -353,6 +357,7 @@ class ModelServer(ls.LitServer):
         start = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         cache, metrics = self._local()
+        metrics.requests.inc()
         code = 200
         try:
             try:
@@ -423,17 +428,41 @@ class ModelServer(ls.LitServer):
 
     # ---- process lifecycle ----
     def _start_server(self, *args: Any, **kwargs: Any) -> dict:
-        self._uvicorn = super()._start_server(*args, **kwargs)
+        # uvicorn's processes are forked here: they must receive SIGTERM (uvicorn's own graceful shutdown)
+        blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        try:
+            self._uvicorn = super()._start_server(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return self._uvicorn
+
+    def _start_worker_monitoring(self, manager: Any, uvicorn_workers: dict) -> None:
+        """LitServe's monitor, minus the race with a drain: a worker that exits because the drain stopped it is
+        not a crash. A worker that dies otherwise shuts the server down (exit code 0 is then not promised)."""
+
+        def monitor() -> None:
+            while not self._draining.value:
+                for proc in self.inference_workers:
+                    if not proc.is_alive() and not self._draining.value:
+                        log.error("inference worker %s (pid %s) died; shutting down", proc.name, proc.pid)
+                        self.drain_result = {"seconds": 0.0, "clean": False, "worker_died": proc.pid}
+                        self._shutdown_event.set()
+                        return
+                time.sleep(1.0)
+
+        threading.Thread(target=monitor, daemon=True, name="mlcost-serve-monitor").start()
 
     def drain(self) -> dict[str, Any]:
         """Stop taking work and finish what was accepted: ``/ready`` turns 503 (requests still arriving while load
         balancers notice are served), after ``ready_grace_s`` the uvicorn servers close their listener (new connections
         are refused) and answer every request they accepted, then the workers get a sentinel and exit; finally ``run``
         returns."""
+        with self._drain_lock:
+            if self._draining.value:
+                return self.drain_result or {}
+            self._draining.value = 1
         t0 = time.monotonic()
-        deadline = t0 + self.settings.drain_seconds - 0.5
-        self._draining.value = 1
+        deadline = t0 + self.settings.drain_seconds - SHUTDOWN_RESERVE_S
         log.info("SIGTERM: draining (ready=false; up to %.0f s)", self.settings.drain_seconds)
         time.sleep(self.settings.ready_grace_s)
         for proc in self._uvicorn.values():  # uvicorn's own graceful shutdown: close the listener, finish requests
@@ -455,15 +484,24 @@ class ModelServer(ls.LitServer):
     def run(self, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning", **kwargs: Any) -> None:
         """Serve until SIGTERM/SIGINT, then drain (see :meth:`drain`) and return."""
 
-        def on_sigterm(signum: int, frame: Any) -> None:
-            if not self._draining.value:
-                threading.Thread(target=self.drain, name="mlcost-serve-drain", daemon=True).start()
+        # SIGTERM is blocked in every thread and taken by a dedicated sigwait() thread: a Python-level handler only
+        # runs in the main thread, which LitServe parks in a blocking manager call that a signal delivered to another
+        # thread never interrupts (the drain would then never start).
+        def await_sigterm() -> None:
+            signal.sigwait({signal.SIGTERM})
+            self.drain()
+
+        def on_sigterm(signum: int, frame: Any) -> None:  # the short windows where SIGTERM is not blocked
+            threading.Thread(target=self.drain, name="mlcost-serve-drain", daemon=True).start()
 
         previous = signal.signal(signal.SIGTERM, on_sigterm)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=await_sigterm, name="mlcost-serve-sigterm", daemon=True).start()
         try:
             super().run(host=host, port=port, num_api_servers=self.settings.api_servers, log_level=log_level,
                         generate_client_file=False, pretty_logs=False, **kwargs)
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             signal.signal(signal.SIGTERM, previous)
 
 
@@ -491,7 +529,7 @@ def build_server(model: Any, *, sample: Any = None, labels: Any = None, variant:
         served = load_export(model, variant=variant, threads=threads, labels=labels)
     else:
         if sample is None:
-            raise ValueError("sample: serving a module needs an example input batch (sample=torch.zeros(1, 1, 8, 8))")
+            raise UserInputError("sample: serving a module needs an example input batch (sample=torch.zeros(1, 1, 8, 8))")
         import tempfile
 
         served = from_module(model, sample, workdir or tempfile.mkdtemp(prefix="mlcost-serve-"), labels=labels,
