@@ -81,3 +81,10 @@ def run_cli(fn: Callable[..., T], *args: Any) -> T:
         label = builtin_name(cause) if isinstance(cause, UserInputError) else type(cause).__name__
         print(f"error: {label}: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def positional_command(argv: list[str], commands: tuple[str, ...]) -> list[str]:
+    """``prog report url=...`` -> ``prog command=report url=...``: Hydra takes only ``key=value`` overrides."""
+    if len(argv) > 1 and argv[1] in commands:
+        return [argv[0], f"command={argv[1]}", *argv[2:]]
+    return argv
