@@ -155,7 +155,7 @@ def measure_autoscale(cfg: DictConfig, price: Any) -> Row:
     s = cfg.savings
     capacity = Capacity(rps=float(s.replica_rps))
     trace = load_trace(str(s.trace), seed=int(cfg.seed))
-    plan = search(trace, capacity, price.on_demand, max_slo_miss=float(s.max_slo_miss))
+    plan = search(trace, capacity, price.on_demand if price else 0.0, max_slo_miss=float(s.max_slo_miss))
     if plan.recommended is None:
         raise UserInputError(f"savings.max_slo_miss={s.max_slo_miss}: no HPA setting meets it on trace {s.trace}")
     saving = 1.0 - plan.recommended.replica_hours / plan.static.replica_hours
@@ -163,7 +163,9 @@ def measure_autoscale(cfg: DictConfig, price: Any) -> Row:
             f"{plan.recommended.replica_hours:.0f} vs static peak {plan.static.replica_hours:.0f} replica-hours, "
             f"{100 * plan.recommended.miss_share:.3f}% SLO misses; capacity {capacity.rps:g}/s per replica given by "
             f"savings.replica_rps (not measured here: recipes.autoscale measure)")
-    command = f"uv run python -m recipes.autoscale plan capacity.rps={capacity.rps:g} trace={s.trace} plan.instance={price.name}"
+    command = f"uv run python -m recipes.autoscale plan capacity.rps={capacity.rps:g} trace={s.trace}"
+    if price is not None:
+        command += f" plan.instance={price.name}"
     return Row("autoscale", saving, MEASURED, note, command,
                {"recommended": plan.recommended.summary(), "static": plan.static.summary(), "values": plan.values})
 
@@ -209,6 +211,9 @@ def _print_table(rows: list[Row], bills: dict[str, Any], total: dict[str, Any], 
         table.add_row(*cells, style=style)
     console = Console(width=200)
     console.print(table)
+    if not total["before_usd"]:
+        console.print("combined: no monthly bill to apply the savings to (no prices or no workload)")
+        return
     console.print(f"combined: ${total['before_usd']:,.2f}/month -> ${total['after_usd']:,.2f}/month "
                   f"({100 * total['saving']:.1f}% less). Assumption: {total['assumption']}.")
 
@@ -247,7 +252,7 @@ def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         t0 = time.perf_counter()
         if key not in MEASURES:
             rows.append(Row(key, None, NOT_MEASURED, NOT_HERE[key]))
-        elif price is None and key in ("spot", "autoscale"):
+        elif price is None and key == "spot":
             rows.append(Row(key, None, FAILED, f"failed: {price_error}"))
         else:
             try:

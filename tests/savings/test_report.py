@@ -1,0 +1,80 @@
+"""mlcost_pl.savings.report: rows, monthly dollars, the combined estimate and the writers, without any model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlcost_pl.savings.report import (
+    CLAIMS,
+    FAILED,
+    MEASURED,
+    NOT_MEASURED,
+    Row,
+    check_workload,
+    combined,
+    monthly_bills,
+    monthly_usd,
+    to_markdown,
+    write_report,
+)
+
+BILLS = {"train": 1000.0, "serve": 400.0, "storage": None}
+
+
+def test_row_checks_key_and_status():
+    with pytest.raises(ValueError, match="savings.rows: unknown row 'nope'"):
+        Row("nope")
+    with pytest.raises(ValueError, match="a measured row needs a saving"):
+        Row("spot", None, MEASURED)
+    with pytest.raises(ValueError, match="only a measured row"):
+        Row("spot", 0.5, NOT_MEASURED)
+    assert Row("spot", 0.5, MEASURED).claim == "60-90%"
+    assert set(CLAIMS) >= {"spot", "precision", "quantization", "batching", "autoscale", "compression"}
+
+
+@pytest.mark.parametrize(("train", "pred", "match"), [(0, 0, "both 0"), (-1, 5, "train_hours_per_month"),
+                                                      (5, float("nan"), "predictions_per_month")])
+def test_bad_workload_is_one_line(train, pred, match):
+    with pytest.raises(ValueError, match=match):
+        check_workload(train, pred)
+
+
+def test_monthly_bills_and_usd():
+    bills = monthly_bills(2.0, 100, 3_600_000, replica_rps=10)
+    assert bills == {"train": 200.0, "serve": 200.0, "storage": 0.0}
+    assert monthly_usd(Row("spot", 0.25, MEASURED), bills) == 50.0
+    assert monthly_usd(Row("precision", -0.1, MEASURED), bills) == pytest.approx(-20.0)
+    assert monthly_usd(Row("batching"), bills) is None
+    assert monthly_usd(Row("compression", 0.8, MEASURED), BILLS) is None  # storage unpriced
+    with pytest.raises(ValueError, match="savings.replica_rps"):
+        monthly_bills(2.0, 1, 1, replica_rps=0)
+
+
+def test_combined_composes_multiplicatively_and_skips_losers():
+    rows = [Row("spot", 0.5, MEASURED), Row("precision", 0.2, MEASURED), Row("batch_size", -0.3, MEASURED),
+            Row("autoscale", 0.25, MEASURED), Row("quantization", None, FAILED, "failed: x"), Row("compression", 0.9, MEASURED)]
+    total = combined(rows, BILLS)
+    assert total["bills"]["train"]["after_usd"] == pytest.approx(1000 * 0.5 * 0.8)  # not 1000 * (1 - 0.7)
+    assert total["bills"]["train"]["techniques"] == ["spot", "precision"]  # batch_size costs more: left out
+    assert total["bills"]["serve"]["after_usd"] == pytest.approx(300.0)
+    assert "storage" not in total["bills"]
+    assert total["before_usd"] == 1400 and total["after_usd"] == pytest.approx(700.0)
+    assert total["saving"] == pytest.approx(0.5)
+    assert "multiplicatively" in total["assumption"]
+
+
+def test_writers(tmp_path):
+    rows = [Row("spot", 0.55, MEASURED, "spot note", "cmd a"), Row("precision", -0.12, MEASURED, "cpu", "cmd b"),
+            Row("quantization", None, FAILED, "failed: UserInputError: export failed the gate"),
+            Row("batching", None, NOT_MEASURED, "not measured here: no time")]
+    md = to_markdown(rows, BILLS, combined(rows, BILLS), {"model": "tiny_cnn"})
+    assert "**-12.0% (costs more here)**" in md and "not measured here: no time" in md and "cmd a" in md
+    total = write_report(rows, BILLS, {"model": "tiny_cnn"}, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "savings.json").read_text())
+    assert [r["key"] for r in data["rows"]] == ["spot", "precision", "quantization", "batching"]
+    assert data["rows"][0]["usd_per_month"] == pytest.approx(550.0) and data["rows"][3]["usd_per_month"] is None
+    assert data["combined"]["after_usd"] == pytest.approx(total["after_usd"])
+    assert (tmp_path / "out" / "savings.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["savings.json", "savings.md", "savings.png"]
