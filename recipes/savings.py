@@ -8,6 +8,8 @@ still run. Rows with no measurement here say why; no figure is guessed.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import statistics
 import tempfile
@@ -66,7 +68,8 @@ def measure_spot(cfg: DictConfig, price: Any) -> Row:
     for method in ("ours", "baseline"):
         work = Path(tempfile.mkdtemp(prefix=f"savings-spot-{method}-"))
         try:
-            r = run_one(method, epochs, gaps, work)
+            with contextlib.chdir(work):  # the bench's Trainer keeps Lightning's default ModelCheckpoint under cwd
+                r = run_one(method, epochs, gaps, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         goodput[method] = r["useful"] / r["executed"]
@@ -243,6 +246,8 @@ def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if not s.storage_usd_per_month:
         bills["storage"] = None
 
+    for name in ("lightning.pytorch", "lightning.fabric"):  # the progress lines, not each Trainer's banner
+        logging.getLogger(name).setLevel(logging.WARNING)
     console = Console(width=200)
     rows: list[Row] = []
     start = time.perf_counter()
