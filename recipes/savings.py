@@ -34,8 +34,6 @@ NOT_HERE = {
                   "see uv run python -m bench.batch_size_search --quick",
     "transfer": "not measured here: time-to-target needs a pretrained backbone and a target metric; "
                 "see uv run python -m bench.transfer_savings",
-    "quantization": "not measured here: the export + INT8 gate run is not wired into this recipe yet; "
-                    "see uv run python -m bench.export_speed",
     "batching": "not measured here: the served-throughput run is not wired into this recipe yet; "
                 "see uv run python -m bench.serving --quick",
     "feature_cache": "not measured here: recompute avoided is not wired into this recipe yet; "
@@ -59,6 +57,7 @@ def measure_spot(cfg: DictConfig, price: Any) -> Row:
 
     from bench.preemption_goodput import STEPS_PER_EPOCH, run_one
 
+    _quiet()
     if price.spot is None:
         raise UserInputError(f"savings.instance={price.name!r} has no spot price in the catalog")
     epochs = 2 if cfg.savings.quick else 4
@@ -110,6 +109,7 @@ def _step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> 
     import torch
     from hydra.utils import instantiate
 
+    _quiet()
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
@@ -133,7 +133,7 @@ def measure_precision(cfg: DictConfig, price: Any) -> Row:
     command = f"uv run python -m recipes.savings {_overrides()} savings.rows=[precision]".replace("  ", " ")
     if auto == "32-true":
         return Row("precision", 0.0, MEASURED, f"precision=auto keeps 32-true here ({reason}): no change, no saving", command)
-    steps = int(cfg.savings.steps or (5 if cfg.savings.quick else 20))
+    steps = int(cfg.savings.steps or (10 if cfg.savings.quick else 30))
     times: dict[str, list[float]] = {"32-true": [], auto: []}
     peaks: dict[str, float | None] = {}
     for repeat in range(2):
@@ -192,8 +192,50 @@ def measure_compression(cfg: DictConfig, price: Any) -> Row:
                {"raw_bytes": manifest.raw_bytes, "stored_bytes": manifest.stored_bytes})
 
 
-MEASURES = {"spot": measure_spot, "precision": measure_precision, "autoscale": measure_autoscale,
-            "compression": measure_compression}
+def measure_quantization(cfg: DictConfig, price: Any) -> Row:
+    """$ per million predictions, ORT INT8 vs torch eager fp32 (and ORT fp32), from mlcost_pl.export of a short fit."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from mlcost_pl.export import export
+
+    if price is None:
+        raise UserInputError("savings.instance: no price for $ per million predictions")
+    _quiet()
+    L.seed_everything(int(cfg.seed), verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    steps = 30 if cfg.savings.quick else 200
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], max_steps=steps, max_epochs=-1, limit_val_batches=0,
+                          num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=tempfile.gettempdir())
+    trainer.fit(model, datamodule=datamodule)
+    work = Path(tempfile.mkdtemp(prefix="savings-export-"))
+    try:
+        report = export(model.eval(), datamodule, work / "model", price_per_hour=price.on_demand, batch_sizes=(1, 32),
+                        latency_iters=5 if cfg.savings.quick else 20)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    usd = {name: v["usd_per_million"] for name, v in report["variants"].items()}
+    if "ort_int8" not in usd:
+        raise UserInputError("export produced no INT8 variant (quantization skipped by the exporter)")
+    saving = 1.0 - usd["ort_int8"] / usd["ort_fp32"]  # the same runtime: what quantization itself saves
+    note = (f"$ per million predictions at batch 32 on {price.name} (${price.on_demand}/h): ORT INT8 ${usd['ort_int8']:.4f} vs "
+            f"ORT fp32 ${usd['ort_fp32']:.4f} (torch eager fp32 ${usd['torch_fp32']:.4f}); export of "
+            f"{cfg.model.backbone} after {steps} training steps, accuracy gate passed "
+            f"(metrics {', '.join(f'{k} {v:.3f}' for k, v in report['metrics'].items())})")
+    return Row("quantization", saving, MEASURED, note, "uv run python -m recipes.export ckpt_path=<checkpoint>",
+               {"usd_per_million": usd, "metrics": report["metrics"]})
+
+
+MEASURES = {"spot": measure_spot, "precision": measure_precision, "quantization": measure_quantization,
+            "autoscale": measure_autoscale, "compression": measure_compression}
+
+
+def _quiet() -> None:
+    """The progress lines, not each Trainer's banner (call after importing Lightning: its import sets INFO)."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _one_line(err: BaseException) -> str:
@@ -246,8 +288,6 @@ def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if not s.storage_usd_per_month:
         bills["storage"] = None
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # the progress lines, not each Trainer's banner
-        logging.getLogger(name).setLevel(logging.WARNING)
     console = Console(width=200)
     rows: list[Row] = []
     start = time.perf_counter()
@@ -257,7 +297,7 @@ def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         t0 = time.perf_counter()
         if key not in MEASURES:
             rows.append(Row(key, None, NOT_MEASURED, NOT_HERE[key]))
-        elif price is None and key == "spot":
+        elif price is None and key in ("spot", "quantization"):
             rows.append(Row(key, None, FAILED, f"failed: {price_error}"))
         else:
             try:
