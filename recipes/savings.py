@@ -51,6 +51,11 @@ def _overrides() -> str:
         return ""
 
 
+def _rerun(key: str) -> str:
+    """The command that re-runs only row ``key`` with this run's overrides."""
+    return " ".join(["uv run python -m recipes.savings", _overrides(), f"savings.rows=[{key}]"]).replace("  ", " ")
+
+
 def measure_spot(cfg: DictConfig, price: Any) -> Row:
     """Catalog spot/on-demand price x measured goodput (bench.preemption_goodput's run, seeded SIGTERM schedule)."""
     import random
@@ -130,7 +135,7 @@ def measure_precision(cfg: DictConfig, price: Any) -> Row:
     from mlcost_pl.precision import resolve_precision
 
     auto, reason = resolve_precision("auto", accelerator=str(cfg.trainer.get("accelerator", "auto")))
-    command = f"uv run python -m recipes.savings {_overrides()} savings.rows=[precision]".replace("  ", " ")
+    command = _rerun("precision")
     if auto == "32-true":
         return Row("precision", 0.0, MEASURED, f"precision=auto keeps 32-true here ({reason}): no change, no saving", command)
     steps = int(cfg.savings.steps or (10 if cfg.savings.quick else 30))
@@ -188,7 +193,7 @@ def measure_compression(cfg: DictConfig, price: Any) -> Row:
     note = (f"{manifest.raw_bytes:,} bytes as fed (float32) -> {manifest.stored_bytes:,} stored (zstd chunks, uint8 "
             f"images, lossy within half a step) for {cfg.data._target_.rsplit('.', 1)[-1]}")
     return Row("compression", manifest.saving, MEASURED, note,
-               "uv run python -m recipes.data optimize out=<path> data.compression=zstd data.image_dtype=uint8",
+               _rerun("compression"),
                {"raw_bytes": manifest.raw_bytes, "stored_bytes": manifest.stored_bytes})
 
 
@@ -224,7 +229,7 @@ def measure_quantization(cfg: DictConfig, price: Any) -> Row:
             f"ORT fp32 ${usd['ort_fp32']:.4f} (torch eager fp32 ${usd['torch_fp32']:.4f}); export of "
             f"{cfg.model.backbone} after {steps} training steps, accuracy gate passed "
             f"(metrics {', '.join(f'{k} {v:.3f}' for k, v in report['metrics'].items())})")
-    return Row("quantization", saving, MEASURED, note, "uv run python -m recipes.export ckpt_path=<checkpoint>",
+    return Row("quantization", saving, MEASURED, note, _rerun("quantization"),
                {"usd_per_million": usd, "metrics": report["metrics"]})
 
 

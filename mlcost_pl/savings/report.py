@@ -141,7 +141,7 @@ def _pct(x: float | None) -> str:
 
 
 def _usd(x: float | None) -> str:
-    return "-" if x is None else f"${x:,.2f}"
+    return "-" if x is None else f"{'-' if x < 0 else ''}${abs(x):,.2f}"
 
 
 def table_rows(rows: list[Row], bills: dict[str, float]) -> list[list[str]]:

@@ -78,3 +78,10 @@ def test_writers(tmp_path):
     assert data["combined"]["after_usd"] == pytest.approx(total["after_usd"])
     assert (tmp_path / "out" / "savings.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["savings.json", "savings.md", "savings.png"]
+
+
+def test_negative_dollars_read_as_money():
+    from mlcost_pl.savings.report import table_rows
+
+    cells = table_rows([Row("precision", -0.5, MEASURED)], BILLS)[0]
+    assert cells[2] == "-50.0%" and cells[3] == "-$500.00"
