@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mlcost_pl.config import register_resolvers
 from mlcost_pl.errors import UserInputError
@@ -87,25 +87,23 @@ def measure_spot(cfg: DictConfig, price: Any) -> Row:
                {"spot_usd_per_h": price.spot, "on_demand_usd_per_h": price.on_demand, "goodput": goodput})
 
 
-class _StepTimer:
-    """Lightning callback timing each training step (seconds), after ``warmup`` steps."""
+def _step_timer(warmup: int) -> Any:
+    """A Lightning callback recording each training step's seconds after ``warmup`` steps (in ``.times``)."""
+    import lightning as L
 
-    def __new__(cls, warmup: int):
-        import lightning as L
+    class StepTimer(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._t = 0.0
 
-        class StepTimer(L.Callback):
-            def __init__(self) -> None:
-                self.times: list[float] = []
-                self._t = 0.0
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            self._t = time.perf_counter()
 
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-                self._t = time.perf_counter()
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_step > warmup:
+                self.times.append(time.perf_counter() - self._t)
 
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-                if trainer.global_step > warmup:
-                    self.times.append(time.perf_counter() - self._t)
-
-        return StepTimer()
+    return StepTimer()
 
 
 def _step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> tuple[float, float | None]:
@@ -118,7 +116,7 @@ def _step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> 
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
-    timer = _StepTimer(warmup)
+    timer = _step_timer(warmup)
     trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, precision=precision, max_steps=steps + warmup,
                           max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.gettempdir())
