@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import warnings
@@ -16,36 +15,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
+from mlcost_pl.preemption.agreement import agreement_for, at_optimizer_boundary, poll
 from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE, PreemptedExit
 from mlcost_pl.preemption.sampler import ResumableSampler, unsupported_reason, wrap_dataloader
 from mlcost_pl.preemption.signals import DEFAULT_SIGNALS, SignalNotice
 from mlcost_pl.preemption.watchers import WATCHERS, NoticeWatcher, make_watcher
+from mlcost_pl.utils.checks import check_bool, check_int, check_number
+from mlcost_pl.utils.rng import restore_rng_states
 
 _LIGHTNING_NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    try:
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = [name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)]  # weights_only-safe
-    except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
-        pass
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "python" in state:
-        random.setstate(state["python"])
-    if "numpy" in state:
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 class PreemptionHandler(Callback):
@@ -113,15 +91,18 @@ class PreemptionHandler(Callback):
     ) -> None:
         if isinstance(watchers, str):
             watchers = [watchers]
+        if isinstance(signals, (str, int)):
+            signals = [signals]
         unknown = [w for w in watchers if w not in WATCHERS]
         if unknown:
             raise ValueError(f"watchers: unknown cloud(s) {unknown}; choose from {sorted(WATCHERS)}")
-        if poll_seconds <= 0:
-            raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
-        if check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
-        if grace_seconds <= 0:
-            raise ValueError(f"grace_seconds must be > 0, got {grace_seconds}")
+        check_number("poll_seconds", poll_seconds)
+        check_int("check_every_n_steps", check_every_n_steps)
+        check_number("grace_seconds", grace_seconds)
+        check_bool("exact_resume", exact_resume)
+        check_bool("exit_on_notice", exit_on_notice)
+        if metadata_url is not None and not isinstance(metadata_url, str):
+            raise ValueError(f"metadata_url must be an http(s) URL or None, got {metadata_url!r}")
         self.notice = SignalNotice(signals)
         self.watcher_names = list(watchers)
         self.metadata_url = metadata_url
@@ -131,14 +112,17 @@ class PreemptionHandler(Callback):
         self.exact_resume = exact_resume
         self.exit_on_notice = exit_on_notice
         if metadata_url is not None:  # validate the URL now, not at fit start
-            make_watcher(self.watcher_names[0] if self.watcher_names else "aws", print, metadata_url, poll_seconds)
+            try:
+                make_watcher(self.watcher_names[0] if self.watcher_names else "aws", print, metadata_url, poll_seconds)
+            except ValueError as err:
+                raise ValueError(f"metadata_url: {err}") from None
         self.preemptions = 0
         self.seed: int | None = None
         self.last_save_seconds: float | None = None
         self.last_checkpoint: str | None = None
         self._watchers: list[NoticeWatcher] = []
         self._spot: Any = None
-        self._rng_to_restore: dict[str, Any] | None = None
+        self._legacy_rng: dict[str, Any] | None = None  # checkpoints written before SpotCheckpoint held the one copy
         self._warned: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: running watcher threads stay behind
@@ -165,6 +149,7 @@ class PreemptionHandler(Callback):
             )
         if self.seed is None:  # not restored from a checkpoint: from the global seed (seed_everything), no RNG draw
             self.seed = int(torch.initial_seed() % (2**62))
+        agreement_for(trainer).register("preemption", self.notice.is_set, every_n_steps=self.check_every_n_steps)
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -178,9 +163,11 @@ class PreemptionHandler(Callback):
         if trainer.local_rank == 0:  # one poller per machine; the flag reduction spreads it to every rank
             self._watchers = [make_watcher(n, self.notice.set, self.metadata_url, self.poll_seconds).start() for n in self.watcher_names]
         mid_epoch = self._prepare_loaders(trainer, resuming=True) if self.exact_resume else False
-        if self._rng_to_restore is not None:
-            _set_rng_state(self._rng_to_restore)
-            self._rng_to_restore = None
+        rng = getattr(self._spot, "loaded_rng_states", None) or self._legacy_rng
+        self._legacy_rng = None
+        if self.exact_resume and rng is not None:
+            # Again, now: sanity-check validation and loader set-up since the restore drew from the RNGs.
+            restore_rng_states(rng)
             if not mid_epoch and getattr(trainer.fit_loop, "_data_fetcher", None) is not None:
                 # At an epoch boundary the uninterrupted run creates the next epoch's iterator after this state
                 # (one RNG draw for its base seed): do the same, after the restore.
@@ -260,12 +247,15 @@ class PreemptionHandler(Callback):
     # ------------------------------------------------------------------ the notice
 
     def _agreed(self, trainer: L.Trainer) -> bool:
+        """Whether to save now: at an optimizer boundary (never mid accumulation window), agreed by every rank.
+
+        One process reads the flag at every boundary; several share one all-reduce every ``check_every_n_steps``
+        steps with SpotCheckpoint's and CostMonitor's time and budget flags (see ``mlcost_pl.preemption.agreement``).
+        """
         if trainer.world_size == 1:
-            return self.notice.is_set()
-        if trainer.fit_loop.epoch_loop._should_accumulate() or trainer.global_step % self.check_every_n_steps != 0:
-            return False
-        flag = torch.tensor([1.0 if self.notice.is_set() else 0.0], device=trainer.strategy.root_device)
-        return bool(trainer.strategy.reduce(flag, reduce_op="sum").item() > 0)
+            return self.notice.is_set() and at_optimizer_boundary(trainer)
+        agreed = poll(trainer)
+        return bool(agreed and agreed.get("preemption"))
 
     @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -304,11 +294,11 @@ class PreemptionHandler(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"preemptions": self.preemptions, "seed": self.seed, "rng": _rng_state(), "exit_code": PREEMPTED_EXIT_CODE}
+        # The RNG states travel once per checkpoint, in SpotCheckpoint's state; this callback restores them in time.
+        return {"preemptions": self.preemptions, "seed": self.seed, "exit_code": PREEMPTED_EXIT_CODE}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.preemptions = int(state_dict.get("preemptions", 0))
         self.seed = state_dict.get("seed", self.seed)
-        if self.exact_resume and state_dict.get("rng") is not None:
-            self._rng_to_restore = state_dict["rng"]
+        self._legacy_rng = state_dict.get("rng")

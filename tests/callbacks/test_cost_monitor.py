@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mlcost_pl.callbacks import CostMonitor
-from mlcost_pl.callbacks.cost_monitor import cost_summary_rows
+from mlcost_pl.summary import cost_summary_rows
 from mlcost_pl.cost import open_ledger
 from tests.helpers.runif import RunIf
 from tests.helpers.servers import webhook_server  # noqa: F401 - fixture
