@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import gc
 import math
-import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from mlcost_pl.rightsizing.search import (
     min_over_ranks,
     throughput_search,
 )
+from mlcost_pl.utils.rng import capture_rng_states, restore_rng_states
 
 MODES = ("max_fit", "throughput")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -235,11 +235,11 @@ class BatchSizeSearch(Callback):
 
         Does not change the batch size; ``on_fit_start`` applies the result after the ranks agree.
         """
-        rng = _get_rng()  # drawing the sample batch consumes RNG (shuffling): restore it too
+        rng = capture_rng_states()  # drawing the sample batch consumes RNG (shuffling): restore it too
         try:
             return self._search(trainer, pl_module)
         finally:
-            _set_rng(rng)
+            restore_rng_states(rng)
 
     def _search(self, trainer: Trainer, pl_module: LightningModule) -> tuple[SearchResult, bool]:
         loader = trainer.fit_loop._data_source.dataloader()
@@ -399,33 +399,9 @@ def _take_snapshot(pl_module: LightningModule, trainer: Trainer) -> dict[str, An
         "grads": {n: (None if p.grad is None else p.grad.detach().to("cpu", copy=True)) for n, p in pl_module.named_parameters()},
         "optimizers": [copy.deepcopy(_to_cpu(o.state_dict())) for o in trainer.optimizers],
         "modes": {name: m.training for name, m in pl_module.named_modules()},
-        "rng": _get_rng(),
+        "rng": capture_rng_states(),
     }
     return snap
-
-
-def _get_rng() -> dict[str, Any]:
-    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-
-        rng["numpy"] = np.random.get_state()
-    except ImportError:
-        pass
-    return rng
-
-
-def _set_rng(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    if "cuda" in rng:
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    if "numpy" in rng:
-        import numpy as np
-
-        np.random.set_state(rng["numpy"])
 
 
 def _named_tensors(pl_module: LightningModule) -> Iterator[tuple[str, torch.Tensor]]:
@@ -445,7 +421,7 @@ def _restore_snapshot(pl_module: LightningModule, trainer: Trainer, snap: dict[s
     modes = snap["modes"]
     for name, m in pl_module.named_modules():
         m.training = modes.get(name, m.training)
-    _set_rng(snap["rng"])
+    restore_rng_states(snap["rng"])
     _reset_metrics(pl_module)
 
 

@@ -205,7 +205,7 @@ class CostMonitor(Callback):
 
         Used once: a later fit (a resume in the same process) starts at its own ``setup`` again.
         """
-        check_number("start", start, strict=False)
+        check_number("start", start, minimum=-math.inf, strict=False)
         self._bill_from = float(start)
 
     # ------------------------------------------------------------------ pure helpers
