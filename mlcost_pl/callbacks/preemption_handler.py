@@ -101,8 +101,8 @@ class PreemptionHandler(Callback):
         check_number("grace_seconds", grace_seconds)
         check_bool("exact_resume", exact_resume)
         check_bool("exit_on_notice", exit_on_notice)
-        if metadata_url is not None and not isinstance(metadata_url, str):
-            raise ValueError(f"metadata_url must be an http(s) URL or None, got {metadata_url!r}")
+        if metadata_url is not None and (not isinstance(metadata_url, str) or not metadata_url.startswith(("http://", "https://"))):
+            raise ValueError(f"metadata_url must be an http:// or https:// URL or None, got {metadata_url!r}")
         self.notice = SignalNotice(signals)
         self.watcher_names = list(watchers)
         self.metadata_url = metadata_url
@@ -111,11 +111,6 @@ class PreemptionHandler(Callback):
         self.grace_seconds = grace_seconds
         self.exact_resume = exact_resume
         self.exit_on_notice = exit_on_notice
-        if metadata_url is not None:  # validate the URL now, not at fit start
-            try:
-                make_watcher(self.watcher_names[0] if self.watcher_names else "aws", print, metadata_url, poll_seconds)
-            except ValueError as err:
-                raise ValueError(f"metadata_url: {err}") from None
         self.preemptions = 0
         self.seed: int | None = None
         self.last_save_seconds: float | None = None

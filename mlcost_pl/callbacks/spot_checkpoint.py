@@ -167,7 +167,6 @@ class SpotCheckpoint(Callback):
         self._last_write_s: float = 0.0
         self._last_save_time = time.monotonic()
         self._last_saved_step: int | None = None
-        self._last_saved_url: str | None = None
         self.loaded_rng_states: dict[str, Any] | None = None  # from the checkpoint this fit resumed from
         self._last_progress_time = 0.0
         self._progress: dict[str, Any] = {}
@@ -225,21 +224,19 @@ class SpotCheckpoint(Callback):
             restore_rng_states(rng)
             self.loaded_rng_states = rng
 
-    @override
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Let every callback find its state (keys of older checkpoints held instance or folder) and warn on leftovers."""
-        stored = checkpoint.get("callbacks")
+    @staticmethod
+    def _claim_states(trainer: pl.Trainer, checkpoint: Any) -> None:
+        """Move callback states stored under older keys (instance, market or folder in them) to today's keys.
+
+        Runs before Lightning matches states to callbacks, so Lightning's own warning ("Please add the following
+        callbacks: [...]") then names only the states that no callback on this Trainer claims.
+        """
+        stored = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
         if not isinstance(stored, dict) or not stored:
             return
-        renames, unclaimed = claim_callback_states(stored, [(cb.state_key, type(cb).__qualname__) for cb in trainer.callbacks])
+        renames, _ = claim_callback_states(stored, [(cb.state_key, type(cb).__qualname__) for cb in trainer.callbacks])
         for old, new in renames.items():
             stored[new] = stored.pop(old)
-        if unclaimed:
-            rank_zero_warn(
-                f"SpotCheckpoint: the checkpoint holds state that no callback on this Trainer claims, so it is not "
-                f"restored: {', '.join(unclaimed)}. Add the callback(s) back to resume them, or ignore this if they "
-                "were removed on purpose."
-            )
 
     # ------------------------------------------------------------------ fit start: check, resume
     @override
@@ -262,10 +259,6 @@ class SpotCheckpoint(Callback):
             raise error
         if message:
             raise RuntimeError(message)
-        others = [cb for cb in trainer.callbacks if isinstance(cb, SpotCheckpoint) and cb is not self]
-        if others:
-            raise ValueError(f"callbacks: one SpotCheckpoint per Trainer (found {len(others) + 1}: "
-                             f"{', '.join(cb.dirpath for cb in [self, *others])}); keep one")
         self._restored_from = None
         self.resumed_from = None
         self.loaded_rng_states = None
@@ -290,7 +283,9 @@ class SpotCheckpoint(Callback):
             self._uninstall_resume(trainer)
             if checkpoint_path or trainer.state.fn != TrainerFn.FITTING:
                 self._restored_from = str(checkpoint_path) if checkpoint_path else None
-                return original(checkpoint_path, weights_only=weights_only)
+                original(checkpoint_path, weights_only=weights_only)
+                self._claim_states(trainer, connector._loaded_checkpoint)
+                return None
             loaded = self._load_newest_valid(trainer)
             if loaded is None:
                 rank_zero_info(f"SpotCheckpoint: no committed checkpoint in {self.dirpath}; starting from scratch")
@@ -300,6 +295,7 @@ class SpotCheckpoint(Callback):
 
             connector._ckpt_path = url
             connector._loaded_checkpoint = _pl_migrate_checkpoint(checkpoint, url)
+            self._claim_states(trainer, connector._loaded_checkpoint)
             self._restored_from = url
             self.resumed_from = url
             return None
@@ -350,7 +346,6 @@ class SpotCheckpoint(Callback):
             if lost:
                 rank_zero_info(f"SpotCheckpoint: {lost} steps done after that checkpoint by an earlier attempt are re-done")
         self._last_saved_step = step if self._restored_from else None
-        self._last_saved_url = self._restored_from
         self._last_save_time = time.monotonic()
         if self._auto and self._save_cost_s is not None:
             self._update_interval(trainer, announce=True)
@@ -420,10 +415,6 @@ class SpotCheckpoint(Callback):
 
         Waits for any in-flight async save first. Used for emergency (preemption) and budget stops.
         """
-        if trainer.global_step == self._last_saved_step and self._last_saved_url is not None:
-            self._writer.wait()  # this step is saved already (e.g. a time trigger at the same step): commit it
-            self._collect(trainer)
-            return self._last_saved_url
         url = self._save(trainer, reason=reason, periodic=False, force_sync=True)
         assert url is not None
         return url
@@ -475,7 +466,6 @@ class SpotCheckpoint(Callback):
             blocked = self.last_save_seconds if trainer.is_global_zero else time.perf_counter() - start + wait_s
             self._save_cost_s = blocked if self._save_cost_s is None else 0.5 * self._save_cost_s + 0.5 * blocked
         self._last_saved_step = step
-        self._last_saved_url = url
         self._last_save_time = time.monotonic()
         if self._auto:
             self._update_interval(trainer, announce=False)

@@ -65,8 +65,11 @@ def test_state_round_trip():
     a = PreemptionHandler()
     a.preemptions, a.seed = 2, 1234
     b = PreemptionHandler()
+    assert "rng" not in a.state_dict()  # the RNG states are saved once per checkpoint, by SpotCheckpoint
     b.load_state_dict(a.state_dict())
-    assert (b.preemptions, b.seed) == (2, 1234) and b._rng_to_restore is not None
+    assert (b.preemptions, b.seed) == (2, 1234)
+    b.load_state_dict({**a.state_dict(), "rng": {"torch": torch.get_rng_state()}})  # a checkpoint from before
+    assert b._legacy_rng is not None
     b.load_state_dict({})  # an old checkpoint without our keys still loads
     assert b.preemptions == 0
     import pickle
@@ -106,6 +109,12 @@ def test_bad_arguments_are_named():
         PreemptionHandler(check_every_n_steps=0)
     with pytest.raises(ValueError, match="unknown signal"):
         PreemptionHandler(signals=["SIGNOPE"])
+    for kwargs, name in [({"poll_seconds": "5"}, "poll_seconds"), ({"check_every_n_steps": 2.5}, "check_every_n_steps"),
+                         ({"grace_seconds": 0}, "grace_seconds"), ({"exact_resume": "no"}, "exact_resume"),
+                         ({"exit_on_notice": 1}, "exit_on_notice"), ({"metadata_url": "ftp://x"}, "metadata_url")]:
+        with pytest.raises(ValueError, match=name) as info:
+            PreemptionHandler(**kwargs)
+        assert "base_url" not in str(info.value), info.value
 
 
 def test_signal_saves_at_the_step_and_resume_sees_exactly_the_remaining_batches(tmp_path):
