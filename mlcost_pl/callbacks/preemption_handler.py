@@ -32,8 +32,9 @@ class PreemptionHandler(Callback):
     Notices: the configured signals (SIGTERM and SIGUSR1 by default: Kubernetes/GCP send SIGTERM, SLURM the signal of
     ``--signal``) and, optionally, cloud metadata watchers polled from a background thread (``aws``: IMDSv2
     ``spot/instance-action``; ``gcp``: ``instance/preempted``; ``azure``: Scheduled Events ``Preempt``). On a notice,
-    the current optimizer step finishes, every ``check_every_n_steps`` steps the ranks reduce a notice flag (one tiny
-    all-reduce; in a single process the flag is read every step at no cost), and all ranks call
+    the current optimizer step (the whole gradient-accumulation window) finishes, every ``check_every_n_steps`` steps
+    the ranks reduce a notice flag (one tiny all-reduce, shared with SpotCheckpoint's time trigger and CostMonitor's
+    budget; in a single process the flag is read every step at no cost), and all ranks call
     ``SpotCheckpoint.save_now(trainer, reason="preemption")`` at the same step: a synchronous, verified checkpoint.
     Then ``PreemptedExit`` (a ``SystemExit`` with code 75, "preempted, restart me") leaves the process; run it under
     ``python -m mlcost_pl.supervise`` (or a cluster's restart policy) to resume.
@@ -41,8 +42,8 @@ class PreemptionHandler(Callback):
     Exact mid-epoch resume: the train DataLoaders built on ``RandomSampler``, ``SequentialSampler`` or
     ``DistributedSampler`` (all bundled DataModules) get a ``ResumableSampler`` whose epoch order depends only on
     ``(seed, epoch)``; after a mid-epoch resume it skips the indices already consumed (without loading them), so the
-    model sees exactly the batches of an uninterrupted run. The CPU RNG states (torch, Python, NumPy) are saved too and
-    restored at the resumed step. Other loaders restart the interrupted epoch from its beginning, with one warning.
+    model sees exactly the batches of an uninterrupted run. The RNG states (torch, CUDA, Python, NumPy), saved once per
+    checkpoint by SpotCheckpoint, are re-applied at the resumed step. Other loaders restart the interrupted epoch from its beginning, with one warning.
 
     Needs a ``SpotCheckpoint`` (any callback with ``save_now``) on the same Trainer.
 

@@ -62,7 +62,10 @@ class SpotCheckpoint(Callback):
         every_n_steps: save when ``global_step`` is a multiple of this.
         every_seconds: save when this many wall seconds passed since the last save; ``"auto"`` picks the interval
             from the measured save cost and ``mtbf_seconds`` (Young/Daly, ``sqrt(2 x save_s x mtbf_s)``), re-estimated
-            after each save. May be combined with ``every_n_steps``.
+            after each save. May be combined with ``every_n_steps``. Saves land only where an optimizer step just ran
+            (never inside a gradient-accumulation window). With several ranks, ``every_n_steps`` is decided by each
+            rank alone and time triggers are agreed in the shared flag all-reduce every ``check_every_n_steps``
+            steps (PreemptionHandler's setting, 10 by default): no collective per step.
         keep_last: committed checkpoints to keep (older ones are deleted after a newer commit).
         async_save: snapshot the state to CPU memory and write it on a background thread; the loop blocks only for
             the snapshot. At most one save is in flight; a periodic trigger that finds one in flight is skipped
