@@ -18,6 +18,7 @@ from mlcost_pl.callbacks.cost_monitor import CostMonitor
 from mlcost_pl.callbacks.store_config import StoreConfig
 from mlcost_pl.config import instantiate_group, register_resolvers
 from mlcost_pl.cost.meter import process_start
+from mlcost_pl.distributed.launcher import export_launcher_env, requeue_on_preemption
 from mlcost_pl.precision import resolve_precision
 from mlcost_pl.summary import cost_summary_rows, print_summary, record_final_metrics
 from recipes._cli import run_cli
@@ -31,6 +32,7 @@ _unbilled_since: float | None = None
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit then test the configured model; return ``(metrics, objects)``."""
+    export_launcher_env()  # inside a submitit job: its world (RANK, WORLD_SIZE, ...) for Lightning and trainer=ddp_multinode
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -67,6 +69,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     samples = trainer.global_step * batch * trainer.accumulate_grad_batches * trainer.world_size
     metrics.update({"time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start})
     metrics["throughput/train_samples_per_s"] = samples / fit_s if fit_s > 0 else 0.0
+    metrics.update(getattr(datamodule, "stats", None) or {})  # data=streaming: bytes as fed vs stored
 
     if trainer.is_global_zero:
         log_dirs = sorted({lg.log_dir for lg in trainer.loggers if getattr(lg, "log_dir", None)})
@@ -78,6 +81,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             ("test accuracy", metrics.get("test/acc", float("nan"))),
             ("wall time (s)", metrics["time/wall_s"]),
             ("train samples/s", metrics["throughput/train_samples_per_s"]),
+            *(datamodule.summary_rows() if hasattr(datamodule, "summary_rows") else []),
             ("checkpoints", ", ".join(ckpt_dirs) or "none"),
             ("logs", ", ".join(log_dirs) or "none"),
         ]
@@ -93,7 +97,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns test accuracy (for sweepers)."""
-    metrics, _ = run_cli(train, cfg)
+    with requeue_on_preemption():  # a SLURM job preempted after its emergency checkpoint requeues itself
+        metrics, _ = run_cli(train, cfg)
     return metrics.get("test/acc")
 
 

@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from tests.helpers.clean_tree import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - hooks: tree stays clean
+
 # Two cores: keep torch from oversubscribing when pytest and a subprocess both run.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -67,3 +69,14 @@ def s3_server():
         yield {"endpoint": endpoint, "storage_options": options, "bucket": "s3://test-bucket"}
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_optimized(tmp_path_factory):
+    """Digits at 8x8 written by ``optimize_datamodule`` to a local folder; yields ``(uri, manifest)``."""
+    from mlcost_pl.data.digits import DigitsDataModule
+    from mlcost_pl.data.optimize import optimize_datamodule
+
+    out = tmp_path_factory.mktemp("optimized") / "digits"
+    manifest = optimize_datamodule(DigitsDataModule(image_size=8, batch_size=32), str(out), chunk_bytes="16KB")
+    return str(out), manifest

@@ -17,7 +17,7 @@ from typing_extensions import override
 from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
 from mlcost_pl.preemption.agreement import agreement_for, at_optimizer_boundary, poll
 from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE, PreemptedExit
-from mlcost_pl.preemption.sampler import ResumableSampler, unsupported_reason, wrap_dataloader
+from mlcost_pl.preemption.sampler import ResumableSampler, restores_itself, unsupported_reason, wrap_dataloader
 from mlcost_pl.preemption.signals import DEFAULT_SIGNALS, SignalNotice
 from mlcost_pl.preemption.watchers import WATCHERS, NoticeWatcher, make_watcher
 from mlcost_pl.utils.checks import check_bool, check_int, check_number
@@ -43,7 +43,10 @@ class PreemptionHandler(Callback):
     ``DistributedSampler`` (all bundled DataModules) get a ``ResumableSampler`` whose epoch order depends only on
     ``(seed, epoch)``; after a mid-epoch resume it skips the indices already consumed (without loading them), so the
     model sees exactly the batches of an uninterrupted run. The RNG states (torch, CUDA, Python, NumPy), saved once per
-    checkpoint by SpotCheckpoint, are re-applied at the resumed step. Other loaders restart the interrupted epoch from its beginning, with one warning.
+    checkpoint by SpotCheckpoint, are re-applied at the resumed step. Stateful loaders (litdata's
+    ``StreamingDataLoader``: ``state_dict``/``load_state_dict``) resume at the exact sample from the state Lightning
+    stores in every checkpoint, the emergency one included. Other loaders restart the interrupted epoch from its
+    beginning, with one warning.
 
     Needs a ``SpotCheckpoint`` (any callback with ``save_now``) on the same Trainer.
 
@@ -119,6 +122,7 @@ class PreemptionHandler(Callback):
         self._watchers: list[NoticeWatcher] = []
         self._spot: Any = None
         self._legacy_rng: dict[str, Any] | None = None  # checkpoints written before SpotCheckpoint held the one copy
+        self._rng_to_restore: dict[str, Any] | None = None
         self._warned: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for ddp_spawn: running watcher threads stay behind
@@ -161,13 +165,27 @@ class PreemptionHandler(Callback):
         mid_epoch = self._prepare_loaders(trainer, resuming=True) if self.exact_resume else False
         rng = getattr(self._spot, "loaded_rng_states", None) or self._legacy_rng
         self._legacy_rng = None
-        if self.exact_resume and rng is not None:
-            # Again, now: sanity-check validation and loader set-up since the restore drew from the RNGs.
-            restore_rng_states(rng)
+        # Re-applied now (sanity-check validation and loader set-up drew from the RNGs since the restore) or, for
+        # stateful loaders, at the first resumed batch.
+        self._rng_to_restore = rng if self.exact_resume else None
+        combined = getattr(trainer.fit_loop, "_combined_loader", None)
+        if mid_epoch and combined is not None and any(restores_itself(dl) for dl in combined.flattened):
+            # A stateful loader (litdata) starts its iterator, one RNG draw for its base seed, at its first batch:
+            # restore the RNG state after that, at the first resumed batch (on_train_batch_start).
+            return
+        if self._rng_to_restore is not None:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
             if not mid_epoch and getattr(trainer.fit_loop, "_data_fetcher", None) is not None:
                 # At an epoch boundary the uninterrupted run creates the next epoch's iterator after this state
                 # (one RNG draw for its base seed): do the same, after the restore.
                 iter(trainer.fit_loop._data_fetcher)
+
+    @override
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # deferred by on_train_start (stateful loaders)
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -202,6 +220,8 @@ class PreemptionHandler(Callback):
         mid_epoch = resuming and 0 < done < num_batches
         reasons, wrapped, workers = [], [], False
         for dl in combined.flattened:
+            if restores_itself(dl):  # e.g. litdata's StreamingDataLoader: its state_dict is in the checkpoint
+                continue
             reason = unsupported_reason(dl)
             if reason is not None:
                 reasons.append(f"{type(dl).__name__}: {reason}")

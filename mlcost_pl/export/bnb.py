@@ -10,14 +10,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlcost_pl.errors import MissingDependencyError, UserInputError
+
 BNB_FORMATS = ("bnb_int8", "bnb_nf4")
+_BNB_CPU_PACK_BLOCK_N = 32  # bitsandbytes' block_n for its AVX512-BF16 CPU 4-bit packing
 
 
 def _import_bnb() -> Any:
     try:
         import bitsandbytes as bnb
     except ImportError as err:
-        raise ImportError("export.format=bnb_*: bitsandbytes is not installed: pip install bitsandbytes") from err
+        raise MissingDependencyError("export.format=bnb_*: bitsandbytes is not installed: pip install bitsandbytes") from err
     return bnb
 
 
@@ -34,7 +37,7 @@ def check_linear(name: str, layer: nn.Linear, fmt: str) -> None:
     """
     shape = tuple(layer.weight.shape)
     if layer.weight.dim() != 2 or min(shape) < 1:
-        raise ValueError(f"export.format={fmt}: layer {name!r} has weight shape {shape}, which bitsandbytes cannot "
+        raise UserInputError(f"export.format={fmt}: layer {name!r} has weight shape {shape}, which bitsandbytes cannot "
                          "quantize (needs a 2-D weight with at least one input and one output feature)")
 
 
@@ -59,14 +62,14 @@ def to_bnb(model: nn.Module, fmt: str, device: str = "cpu", keep_fp32: Sequence[
         >>> q = to_bnb(net, "bnb_int8")  # doctest: +SKIP
     """
     if fmt not in BNB_FORMATS:
-        raise ValueError(f"export.format must be one of {BNB_FORMATS} here, got {fmt!r}")
+        raise UserInputError(f"export.format must be one of {BNB_FORMATS} here, got {fmt!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"export.device={device!r}: CUDA is not available on this machine")
+        raise UserInputError(f"export.device={device!r}: CUDA is not available on this machine")
     bnb = _import_bnb()
     model = copy.deepcopy(model).eval().cpu()
     names = linear_layers(model)
     if not names:
-        raise ValueError(f"export.format={fmt}: the model has no nn.Linear layer for bitsandbytes to quantize")
+        raise UserInputError(f"export.format={fmt}: the model has no nn.Linear layer for bitsandbytes to quantize")
     for name in names:
         if name in keep_fp32:
             continue
@@ -83,14 +86,18 @@ def to_bnb(model: nn.Module, fmt: str, device: str = "cpu", keep_fp32: Sequence[
             new = bnb.nn.Linear4bit(layer.in_features, layer.out_features, bias=layer.bias is not None,
                                     compute_dtype=torch.float32, quant_type="nf4")
             new.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+            if layer.out_features % _BNB_CPU_PACK_BLOCK_N:
+                # bitsandbytes (checked 0.50.2) repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first
+                # eval-mode forward and asserts out_features % 32 == 0 there; keep such layers on the generic kernel.
+                new.support_avx512bf16_for_cpu = False
         if layer.bias is not None:
             new.bias = nn.Parameter(layer.bias.data.clone(), requires_grad=False)
         try:
-            new = new.to(device)  # quantizes the weight
+            new = new.to(device).eval()  # quantizes the weight; eval() takes the serving kernels' path
             with torch.inference_mode():
                 new(torch.zeros(2, layer.in_features, device=device))
         except Exception as err:  # noqa: BLE001 - name the layer whatever bitsandbytes raised
-            raise ValueError(f"export.format={fmt}: bitsandbytes cannot run layer {name!r} with weight shape "
+            raise UserInputError(f"export.format={fmt}: bitsandbytes cannot run layer {name!r} with weight shape "
                              f"{tuple(w.shape)} on {device}: {type(err).__name__}: {err}") from err
         setattr(parent, child, new)
     return model.to(device)
