@@ -24,6 +24,7 @@ import numpy as np
 from mlcost_pl.data import encodings
 from mlcost_pl.data.manifest import MANIFEST_NAME, SPLITS, Manifest, SplitInfo
 from mlcost_pl.data.remote import apply_allow_http, boto_options, fsspec_options, is_remote
+from mlcost_pl.utils.fs import atomic_write_local, replace_dir
 
 COMPRESSIONS = (None, "zstd")
 
@@ -238,14 +239,5 @@ def _manifest(splits: dict[str, _Split], root: str, target: Any, spec: dict[str,
 
 def _replace_local(staging: str, final: str, manifest: Manifest) -> None:
     """Write the manifest into ``staging`` and rename it to ``final`` (the old dataset, if any, is dropped after)."""
-    from mlcost_pl.checkpoint.storage import CheckpointStorage, fsync_dir
-
-    CheckpointStorage(staging).write_atomic(MANIFEST_NAME, manifest.to_json().encode())
-    old = None
-    if os.path.exists(final):
-        old = f"{staging}.old"
-        os.replace(final, old)
-    os.replace(staging, final)
-    fsync_dir(os.path.dirname(final))
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    atomic_write_local(os.path.join(staging, MANIFEST_NAME), manifest.to_json())
+    replace_dir(staging, final)
