@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,24 @@ def _write_splits(splits: dict[str, _Split], root: str, compression: str | None,
     import litdata
 
     os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI call from a training job
+    # litdata stages chunks for a remote output in one fixed folder (<tmp>/chunks) and deletes it afterwards, so two
+    # optimize calls at once (two jobs on a host, parallel tests) would delete each other's chunks: give each its own.
+    previous = os.environ.get("DATA_OPTIMIZER_CACHE_FOLDER")
+    with tempfile.TemporaryDirectory(prefix="mlcost-optimize-") as staging_cache:
+        os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = staging_cache
+        try:
+            _optimize_splits(splits, root, compression, chunk_bytes, num_workers, boto, http)
+        finally:
+            if previous is None:
+                os.environ.pop("DATA_OPTIMIZER_CACHE_FOLDER", None)
+            else:
+                os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = previous
+
+
+def _optimize_splits(splits: dict[str, _Split], root: str, compression: str | None, chunk_bytes: str | int,
+                     num_workers: int, boto: dict[str, Any], http: tuple[str, str | None, bool]) -> None:
+    import litdata
+
     for name, split in splits.items():
         if not len(split.y):
             raise ValueError(f"data: split {name!r} is empty; nothing to optimize")
