@@ -29,6 +29,7 @@ from mlcost_pl.export.quantize import (
     quantize_dynamic,
     quantize_static,
 )
+from mlcost_pl.utils.fs import replace_dir
 from mlcost_pl.export.report import check_manifest, latency_ms, render_markdown, sha256_file, usd_per_million, write_manifest
 
 log = logging.getLogger(__name__)
@@ -182,15 +183,9 @@ def export(
 
 
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    old = None
-    if out_dir.exists():
-        if not overwrite:
-            raise UserInputError(f"output folder {out_dir} appeared during the export; pass export.overwrite=true")
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists() and not overwrite:
+        raise UserInputError(f"output folder {out_dir} appeared during the export; pass export.overwrite=true")
+    replace_dir(tmp, out_dir)
 
 
 def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str, fmt: str, max_drop: float,
