@@ -65,24 +65,26 @@ def measure_spot(cfg: DictConfig, price: Any) -> Row:
     _quiet()
     if price.spot is None:
         raise UserInputError(f"savings.instance={price.name!r} has no spot price in the catalog")
-    epochs = 2 if cfg.savings.quick else 4
+    epochs, every_n, grace_s = (2 if cfg.savings.quick else 4), 20, 2.0
     rng = random.Random(int(cfg.seed))
     gaps = [rng.randint(STEPS_PER_EPOCH // 2, 2 * STEPS_PER_EPOCH) for _ in range(200)]
     goodput = {}
-    for method in ("ours", "baseline"):
+    for method in ("ours", "mc_steps", "mc_epoch"):
         work = Path(tempfile.mkdtemp(prefix=f"savings-spot-{method}-"))
         try:
-            with contextlib.chdir(work):  # the bench's Trainer keeps Lightning's default ModelCheckpoint under cwd
-                r = run_one(method, epochs, gaps, work)
+            with contextlib.chdir(work):  # nothing the attempts write lands in the caller's folder
+                r = run_one(method, epochs, every_n, gaps, grace_s, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         goodput[method] = r["useful"] / r["executed"]
     ratio = price.spot / price.on_demand
     saving = 1.0 - ratio / goodput["ours"]
-    note = (f"{price.name} spot ${price.spot}/h vs on-demand ${price.on_demand}/h (catalog) x goodput "
-            f"{goodput['ours']:.3f} with SpotCheckpoint+PreemptionHandler (per-epoch ModelCheckpoint: {goodput['baseline']:.3f}, "
-            f"saving {100 * (1 - ratio / goodput['baseline']):.1f}%), {epochs} epochs of bench.preemption_goodput's tiny MLP on "
-            f"digits under seeded SIGTERMs every 0.5-2 epochs, not your model")
+    others = ", ".join(f"{name}: goodput {goodput[m]:.3f}, saving {100 * (1 - ratio / goodput[m]):.1f}%"
+                       for m, name in (("mc_steps", f"ModelCheckpoint every {every_n} steps"), ("mc_epoch", "per-epoch ModelCheckpoint")))
+    note = (f"{price.name} spot ${price.spot}/h vs on-demand ${price.on_demand}/h (catalog) / goodput "
+            f"{goodput['ours']:.3f} with SpotCheckpoint(every {every_n} steps)+PreemptionHandler ({others}); "
+            f"{epochs} epochs of bench.preemption_goodput's tiny MLP on digits (not your model), seeded SIGTERMs every "
+            f"0.5-2 epochs, SIGKILL {grace_s:g} s after each")
     return Row("spot", saving, MEASURED, note, "uv run python -m bench.preemption_goodput --quick",
                {"spot_usd_per_h": price.spot, "on_demand_usd_per_h": price.on_demand, "goodput": goodput})
 
