@@ -16,7 +16,7 @@ CONFIG_KEY = "mlcost_training_config"
 def plain_config(cfg: Any) -> dict[str, Any]:
     """A resolved, plain-``dict`` copy of ``cfg`` (a ``DictConfig`` or mapping) without Hydra's own ``hydra`` node.
 
-    Example:
+    Examples:
         >>> plain_config({"model": {"backbone": "tiny_cnn"}, "hydra": {"run": {}}})
         {'model': {'backbone': 'tiny_cnn'}}
     """
@@ -48,7 +48,7 @@ class StoreConfig(Callback):
 
     Logged metrics: none.
 
-    Example:
+    Examples:
         >>> cb = StoreConfig({"model": {"backbone": "tiny_cnn"}})
         >>> ckpt = {}
         >>> cb.on_save_checkpoint(None, None, ckpt)

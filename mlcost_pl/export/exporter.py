@@ -145,7 +145,7 @@ def export(
         ParityError: fp32 ONNX outputs differ from PyTorch beyond tolerance.
         GateFailedError: a quantized variant lost more than ``max_accuracy_drop`` even with layers kept in fp32.
 
-    Example:
+    Examples:
         >>> from mlcost_pl.data import DigitsDataModule
         >>> from mlcost_pl.models import ImageClassifier
         >>> model = ImageClassifier("tiny_cnn", num_classes=10, in_channels=1)  # train it first
@@ -351,7 +351,7 @@ def verify(out_dir: str | Path) -> dict[str, Any]:
         FileNotFoundError: ``out_dir`` or its report is missing.
         VerifyError: any check fails; the message lists every problem.
 
-    Example:
+    Examples:
         >>> verify("exports/tiny")["ok"]  # doctest: +SKIP
         True
     """
