@@ -28,7 +28,15 @@ from mlcost_pl.export.quantize import (
     quantize_dynamic,
     quantize_static,
 )
-from mlcost_pl.export.report import check_manifest, latency_ms, render_markdown, sha256_file, usd_per_million, write_manifest
+from mlcost_pl.export.report import (
+    check_manifest,
+    latency_ms,
+    render_markdown,
+    sha256_file,
+    usd_per_million,
+    verify_command,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +174,7 @@ def export(
             module, datamodule, tmp, quantize=quantize, fmt=format, max_drop=max_accuracy_drop,
             calibration_samples=calibration_samples, atol=parity_atol, rtol=parity_rtol, parity_samples=parity_samples,
             batch_sizes=batch_sizes, latency_iters=latency_iters, price_per_hour=price_per_hour, cost_batch=cost_batch,
-            device=device, opset=opset, verify_samples=verify_samples, source=source or {},
+            device=device, opset=opset, verify_samples=verify_samples, source=source or {}, final_dir=out_dir,
         )
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
@@ -191,7 +199,7 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
 def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str, fmt: str, max_drop: float,
                  calibration_samples: int, atol: float, rtol: float, parity_samples: int, batch_sizes: list[int],
                  latency_iters: int, price_per_hour: float, cost_batch: int, device: str, opset: int,
-                 verify_samples: int, source: dict[str, Any]) -> dict[str, Any]:
+                 verify_samples: int, source: dict[str, Any], final_dir: Path | None = None) -> dict[str, Any]:
     module = module.eval().cpu()
     for stage in ("fit", "validate"):
         datamodule.setup(stage)
@@ -316,6 +324,8 @@ def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str
         "ratios": _ratios(variants, batch_sizes),
         "files": files,
     })
+    if final_dir is not None:
+        report["verify_command"] = verify_command(final_dir)
     (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (tmp / "report.md").write_text(render_markdown(report, batch_sizes))
     write_manifest(tmp)
