@@ -201,7 +201,7 @@ def merge_row(previous: Mapping[str, Any] | None, row: Mapping[str, Any], traine
     A run keeps one row across resumes, so a later command must not erase what an earlier one recorded: fields the
     new row leaves empty (a config hash not computed yet, metrics not logged yet) keep their previous values, metrics
     are merged, and an attempt that trained no step (it failed at start, or re-ran a finished run) leaves a
-    ``finished`` run finished.
+    ``finished`` run's status, config hash and metrics as they were (its billed time still counts).
 
     Examples:
         >>> old = {"run_id": "a", "status": "finished", "config_hash": "c1", "metrics": {"test/acc": 0.9}}
@@ -217,9 +217,9 @@ def merge_row(previous: Mapping[str, Any] | None, row: Mapping[str, Any], traine
             out["metrics"] = {**(previous.get("metrics") or {}), **(row.get("metrics") or {})}
         elif out.get(key) is None:
             out[key] = value
-    if not trained and previous.get("status") == "finished" and row.get("status") != "finished":
-        out["status"] = "finished"
-        out["finished_at"] = previous.get("finished_at")
+    if not trained and previous.get("status") == "finished":
+        for key in ("status", "finished_at", "config_hash", "metrics"):
+            out[key] = previous.get(key)
     return out
 
 
