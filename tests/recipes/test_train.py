@@ -141,11 +141,19 @@ def test_extend_to_epochs_resumes_with_a_stretched_schedule_and_keeps_every_atte
         train(compose_cfg("train", fast_overrides(probe, "extend_to_epochs=2"), tmp_path))
 
 
-def test_fast_dev_run_writes_no_run_folder_checkpoints_or_ledger_rows(tmp_path):
-    env = {**os.environ, "MLCOST_ROOT": str(tmp_path / "root"), "PYTHONUNBUFFERED": "1"}
+def test_fast_dev_run_writes_no_checkpoints_or_ledger_rows(tmp_path):
+    cfg = compose_cfg("train", ["debug=fast_dev_run", "model=tiny_cnn", "data.image_size=16"], tmp_path)
+    assert cfg.hydra.run.dir == "." and cfg.hydra.output_subdir is None  # Hydra makes no run folder, no .hydra/
+    train(cfg)
+    assert list(tmp_path.iterdir()) == []  # no checkpoints/, RUN.json, csv/ or cost_ledger.sqlite
+
+
+@pytest.mark.slow
+def test_fast_dev_run_cli_writes_nothing(tmp_path):
+    env = {**os.environ, "MLCOST_ROOT": str(tmp_path / "root"), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     work = tmp_path / "cwd"
     work.mkdir()
     proc = subprocess.run([sys.executable, "-m", "recipes.train", "debug=fast_dev_run", "model=tiny_cnn", "data.image_size=16"],
-                          cwd=work, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "root").exists() and list(work.iterdir()) == []
