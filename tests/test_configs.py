@@ -12,6 +12,8 @@ from mlcost_pl.config import instantiate_group, run_name_from_overrides
 from tests.helpers.cfg import CONFIG_DIR, compose_cfg
 
 GROUPS_BUILT_ELSEWHERE = {"hydra", "paths", "experiment", "debug"}
+# Groups composed by another recipe's config than train.yaml: group -> that config.
+OWNER = {"rules": "storage"}
 NEEDS = {("data", "imagefolder"): ["data.root={images}"], ("data", "cifar10"): []}
 
 
@@ -27,7 +29,14 @@ def _options() -> list[tuple[str, str]]:
 def test_every_option_composes_and_instantiates(group, option, tmp_path, image_folder):
     overrides = [f"{group}={option}"] if group != "hydra" else []
     overrides += [o.format(images=image_folder) for o in NEEDS.get((group, option), [])]
-    cfg = compose_cfg("train", overrides, tmp_path)
+    cfg = compose_cfg(OWNER.get(group, "train"), overrides, tmp_path)
+    if group == "rules":
+        from omegaconf import OmegaConf
+
+        from mlcost_pl.storage import StoragePrices, parse_rules
+
+        assert parse_rules(OmegaConf.to_container(cfg.rules), StoragePrices.bundled().provider("aws"))
+        return
     if group in GROUPS_BUILT_ELSEWHERE:
         assert cfg.trainer and cfg.model
         return
