@@ -7,7 +7,10 @@ Part 1, max_fit: both search the same model under the same memory limit. The mod
 ``--limit-mb``; that memory is *measured* per sample with ``mlcost_pl.rightsizing.measure_step_memory`` (parameters,
 gradients, AdamW state, saved activations) and is linear in the batch. Ours also runs a third way: no simulated OOM,
 ``max_memory_gb`` set to the same limit, checked against the measured peak of each trial. Runs are interleaved,
-``--repeats`` times; medians of wall time (the whole ``fit``/``scale_batch_size`` call), trials and batch found.
+``--repeats`` times; medians of wall time (the whole ``fit``/``scale_batch_size`` call), trials, training steps and
+batch found. Two settings are quoted: each tool's defaults (ours starts at 32 and runs 1 step per trial; Lightning
+starts at 2 and runs 3 training steps, plus validation steps, per trial), and matched settings (both start at the
+model's batch of 2 and run 1 training step per trial).
 
 Part 2, throughput: ``BatchSizeSearch(mode="throughput")`` on the tiny CNN over the bundled digits picks a batch;
 then every power-of-two candidate is re-measured (interleaved rounds, median) and the pick's samples/s is compared with
@@ -88,24 +91,35 @@ def _trainer(**kw) -> L.Trainer:
                      enable_model_summary=False, **kw)
 
 
-def run_ours(limit_bytes: int, budget_mode: bool) -> dict:
+def run_ours(limit_bytes: int, budget_mode: bool, init: int = 32) -> dict:
     model = BudgetMLP(None if budget_mode else limit_bytes)
-    cb = BatchSizeSearch(mode="max_fit", use_cache=False, max_batch_size=16384,
+    cb = BatchSizeSearch(mode="max_fit", use_cache=False, max_batch_size=16384, init_batch_size=init,
                          max_memory_gb=limit_bytes / GIB if budget_mode else None)
+    model.trials = 0
     start = time.perf_counter()
     _trainer(max_steps=0, callbacks=[cb]).fit(model)
-    return {"s": time.perf_counter() - start, "trials": cb.result.num_trials, "batch": cb.result.batch_size}
+    return {"s": time.perf_counter() - start, "trials": cb.result.num_trials, "steps": model.trials,
+            "batch": cb.result.batch_size}
 
 
-def run_lightning(limit_bytes: int) -> dict:
+def run_lightning(limit_bytes: int, steps_per_trial: int = 3) -> dict:
     from lightning.pytorch.tuner import Tuner
 
     model = BudgetMLP(limit_bytes)
+    model.trials = 0
     trainer = _trainer(max_epochs=1)
     start = time.perf_counter()
-    found = Tuner(trainer).scale_batch_size(model, mode="binsearch", max_val=16384)  # Lightning's defaults otherwise
-    calls = model.trials
-    return {"s": time.perf_counter() - start, "trials": calls, "batch": int(found)}
+    found = Tuner(trainer).scale_batch_size(model, mode="binsearch", max_val=16384, steps_per_trial=steps_per_trial)
+    return {"s": time.perf_counter() - start, "trials": None, "steps": model.trials, "batch": int(found)}
+
+
+ARMS = {  # name -> (settings, runner)
+    "ours max_fit, OOM (defaults: start 32)": ("defaults", lambda lim: run_ours(lim, False, init=32)),
+    "ours max_fit, max_memory_gb (defaults: start 32)": ("defaults", lambda lim: run_ours(lim, True, init=32)),
+    "Lightning binsearch (defaults: start 2, 3 steps/trial)": ("defaults", lambda lim: run_lightning(lim, 3)),
+    "ours max_fit, OOM (matched: start 2, 1 step/trial)": ("matched", lambda lim: run_ours(lim, False, init=2)),
+    "Lightning binsearch (matched: start 2, 1 step/trial)": ("matched", lambda lim: run_lightning(lim, 1)),
+}
 
 
 def max_fit_part(limit_mb: float, repeats: int) -> None:
@@ -114,23 +128,23 @@ def max_fit_part(limit_mb: float, repeats: int) -> None:
     true_limit = ref.limit_batch()
     print(f"\n## max_fit: MLP 256-512-512-10, AdamW, memory limit {limit_mb:.0f} MiB -> largest batch that fits = {true_limit}")
     print(f"(measured per sample {ref.per_sample / 1024:.1f} KiB, fixed {ref.fixed / 2**20:.1f} MiB)")
-    rows: dict[str, list[dict]] = {"ours (max_fit, OOM)": [], "ours (max_fit, max_memory_gb)": [], "Lightning BatchSizeFinder(binsearch)": []}
+    rows: dict[str, list[dict]] = {name: [] for name in ARMS}
     for r in range(repeats):
-        order = list(rows) if r % 2 == 0 else list(reversed(rows))
-        for name in order:
-            if name.startswith("Lightning"):
-                rows[name].append(run_lightning(limit))
-            else:
-                rows[name].append(run_ours(limit, budget_mode="max_memory_gb" in name))
-    print(f"| tool | median wall s | trials (training steps for Lightning) | batch found | % of limit |")
-    print("| --- | --- | --- | --- | --- |")
+        for name in (list(ARMS) if r % 2 == 0 else list(reversed(ARMS))):  # interleaved, alternating order
+            rows[name].append(ARMS[name][1](limit))
+    print("| tool (settings) | median wall s | trials | training steps | batch found | % of limit |")
+    print("| --- | --- | --- | --- | --- | --- |")
     med = {}
     for name, runs in rows.items():
-        med[name] = {k: statistics.median(x[k] for x in runs) for k in ("s", "trials", "batch")}
+        med[name] = {k: statistics.median(x[k] for x in runs) for k in ("s", "steps", "batch")}
+        trials = "-" if runs[0]["trials"] is None else f"{statistics.median(x['trials'] for x in runs):.0f}"
         m = med[name]
-        print(f"| {name} | {m['s']:.2f} | {m['trials']:.0f} | {m['batch']:.0f} | {100 * m['batch'] / true_limit:.1f} |")
-    ratio = med["Lightning BatchSizeFinder(binsearch)"]["s"] / med["ours (max_fit, OOM)"]["s"]
-    print(f"time ratio Lightning / ours (OOM): {ratio:.2f}x")
+        print(f"| {name} | {m['s']:.2f} | {trials} | {m['steps']:.0f} | {m['batch']:.0f} | {100 * m['batch'] / true_limit:.1f} |")
+    for settings in ("defaults", "matched"):
+        ours = next(n for n in ARMS if ARMS[n][0] == settings and n.startswith("ours") and "OOM" in n)
+        theirs = next(n for n in ARMS if ARMS[n][0] == settings and n.startswith("Lightning"))
+        print(f"time ratio Lightning / ours (OOM), {settings}: {med[theirs]['s'] / med[ours]['s']:.2f}x; "
+              f"training steps {med[theirs]['steps']:.0f} vs {med[ours]['steps']:.0f}")
 
 
 def throughput_part(repeats: int, steps: int) -> None:

@@ -27,19 +27,11 @@ warnings.filterwarnings("ignore")
 def _train_digits(epochs: int):
     from mlcost_pl.data import DigitsDataModule
     from mlcost_pl.models import ImageClassifier
+    from tests.helpers.plain_fit import plain_fit
 
-    torch.manual_seed(0)
     dm = DigitsDataModule(image_size=32, batch_size=64)
-    dm.setup("fit")
-    model = ImageClassifier("resnet18", num_classes=10, in_channels=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    model.train()
-    for _ in range(epochs):
-        for x, y in dm.train_dataloader():
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval(), dm
+    torch.manual_seed(0)
+    return plain_fit(ImageClassifier("resnet18", num_classes=10, in_channels=1), dm, epochs, lr=2e-3), dm
 
 
 def _round(fn, iters: int) -> float:

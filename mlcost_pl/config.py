@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.runs import run_name_from_overrides
 
 _REGISTERED = False
+
+#: Checkpoint key under which :class:`~mlcost_pl.callbacks.StoreConfig` writes the training config (a plain ``dict``).
+CONFIG_KEY = "mlcost_training_config"
+
+
+def plain_config(cfg: Any) -> dict[str, Any]:
+    """A resolved, plain-``dict`` copy of ``cfg`` (a ``DictConfig`` or mapping) without Hydra's own ``hydra`` node.
+
+    Example:
+        >>> plain_config({"model": {"backbone": "tiny_cnn"}, "hydra": {"run": {}}})
+        {'model': {'backbone': 'tiny_cnn'}}
+    """
+    from omegaconf import DictConfig, OmegaConf, open_dict
+
+    if isinstance(cfg, DictConfig):
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.pop("hydra", None)  # Hydra's own settings: not training config, and partly unresolvable outside a job
+        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    if not isinstance(cfg, Mapping):
+        raise UserInputError(f"cfg must be a mapping or DictConfig, got {type(cfg).__name__}")
+    return {str(k): v for k, v in dict(cfg).items() if k != "hydra"}
 
 
 def _if(condition: Any, then: Any, otherwise: Any) -> Any:
@@ -41,12 +65,12 @@ def instantiate_group(group: Any, what: str) -> list[Any]:
     if not group:
         return []
     if not isinstance(group, DictConfig):
-        raise ValueError(f"{what} must be a mapping of name -> config, got {type(group).__name__}")
+        raise UserInputError(f"{what} must be a mapping of name -> config, got {type(group).__name__}")
     out = []
     for key, node in group.items():
         if node is None:  # a composed entry switched off with `callbacks.name=null`
             continue
         if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise ValueError(f"{what}.{key} has no _target_: {node}")
+            raise UserInputError(f"{what}.{key} has no _target_: {node}")
         out.append(instantiate(node))
     return out

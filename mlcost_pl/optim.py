@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from mlcost_pl.errors import MissingDependencyError, UserInputError
+
 INSTALL_HINT = "pip install bitsandbytes  (or: uv add bitsandbytes)"
 
 
@@ -37,13 +39,13 @@ def adamw8bit(
     From Hydra: ``optimizer=adamw8bit`` (``configs/optimizer/adamw8bit.yaml``).
     """
     if lr < 0 or eps < 0 or weight_decay < 0:
-        raise ValueError(f"lr, eps and weight_decay must be >= 0, got lr={lr}, eps={eps}, weight_decay={weight_decay}")
+        raise UserInputError(f"lr, eps and weight_decay must be >= 0, got lr={lr}, eps={eps}, weight_decay={weight_decay}")
     if not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"betas must be in [0, 1), got {tuple(betas)}")
+        raise UserInputError(f"betas must be in [0, 1), got {tuple(betas)}")
     try:
         import bitsandbytes as bnb
     except ImportError as err:
-        raise ImportError(f"optimizer=adamw8bit needs bitsandbytes: {INSTALL_HINT}") from err
+        raise MissingDependencyError(f"optimizer=adamw8bit needs bitsandbytes: {INSTALL_HINT}") from err
     return bnb.optim.AdamW8bit(
         params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, min_8bit_size=min_8bit_size, **kwargs
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import platform
 from dataclasses import dataclass
-from pathlib import Path
+
+from mlcost_pl.errors import UserInputError
+from mlcost_pl.utils.cpu import cpu_info
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +42,6 @@ class DeviceCaps:
     cpu_name: str = ""
 
 
-def _cpu_flags() -> tuple[set[str], str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set(), platform.processor() or platform.machine()
-    flags: set[str] = set()
-    name = platform.machine()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("flags", "features"):
-            flags.update(value.split())
-        elif key == "model name" and name == platform.machine():
-            name = value.strip()
-    return flags, name
-
-
 def detect_caps(accelerator: str = "auto") -> DeviceCaps:
     """The capabilities of this machine's device for ``accelerator`` (``auto``: CUDA when available).
 
@@ -66,8 +51,9 @@ def detect_caps(accelerator: str = "auto") -> DeviceCaps:
     import torch
 
     if accelerator not in ACCELERATORS:
-        raise ValueError(f"accelerator must be one of {ACCELERATORS} for precision=auto, got {accelerator!r}")
-    flags, cpu_name = _cpu_flags()
+        raise UserInputError(f"accelerator must be one of {ACCELERATORS} for precision=auto, got {accelerator!r}")
+    info = cpu_info()
+    flags, cpu_name = info.flags, info.name
     cpu_bf16 = any(f in flags for f in CPU_BF16_FLAGS) or (
         platform.machine().lower() in ("aarch64", "arm64") and any(f in flags for f in ARM_BF16_FLAGS)
     )

@@ -22,13 +22,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
+
 IDENTITY_FILE = "RUN.json"
 # Keys that do not change what a run trains: where it writes, how it is named or resumed, what it prints.
 VOLATILE_KEYS = ("hydra", "paths", "run_name", "ckpt_path", "extend_to_epochs", "test", "trainer.enable_progress_bar")
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
-class RunConfigChangedError(ValueError):
+class RunConfigChangedError(UserInputError):
     """A run folder's checkpoints were trained with another config than the one given now."""
 
 
@@ -153,7 +155,7 @@ def check_run_identity(
     if storage.exists(IDENTITY_FILE) and _has_committed_checkpoint(storage):
         previous = json.loads(storage.read(IDENTITY_FILE))
     if extend_to_epochs is not None and not _has_committed_checkpoint(storage):
-        raise ValueError(f"extend_to_epochs={extend_to_epochs}: {storage.url} holds no checkpoint of run "
+        raise UserInputError(f"extend_to_epochs={extend_to_epochs}: {storage.url} holds no checkpoint of run "
                          f"{run_name or '<this run>'} to extend; run its command without extend_to_epochs first")
     if previous is not None and previous.get("config_hash") != digest:
         old = previous.get("config") or {}
@@ -162,7 +164,7 @@ def check_run_identity(
         only_epochs = all(line.startswith("trainer.max_epochs:") for line in diff)
         if extend_to_epochs is not None and only_epochs:
             if isinstance(old_epochs, int) and extend_to_epochs <= old_epochs:
-                raise ValueError(f"extend_to_epochs={extend_to_epochs} must exceed the run's trainer.max_epochs={old_epochs}")
+                raise UserInputError(f"extend_to_epochs={extend_to_epochs} must exceed the run's trainer.max_epochs={old_epochs}")
         else:
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             name = run_name or "<this run>"

@@ -34,9 +34,9 @@ def checkpoint_fingerprint(url: str | None) -> object:
     """A value that changes whenever a checkpoint file is added or rewritten under ``url`` (any fsspec URL)."""
     if not url:
         return None
-    import fsspec
+    from mlcost_pl.utils.fs import get_fs
 
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = get_fs(url)
     try:
         found = fs.find(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):

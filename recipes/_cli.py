@@ -1,4 +1,10 @@
-"""What every recipe's ``@hydra.main`` shares: bad input becomes one line on stderr and exit code 2."""
+"""What every recipe's ``@hydra.main`` shares: bad input becomes one line on stderr and exit code 2.
+
+Bad input is exactly: a :class:`mlcost_pl.errors.UserInputError` (raised where input is checked), a config error
+(OmegaConf: a missing or mistyped key, an interpolation that does not resolve; Hydra: a ``_target_`` that does not
+exist), or a ``ValueError``/``TypeError`` raised by the constructor Hydra was calling for a config node (its argument
+checks). Everything else (a shape bug in ``training_step``, an ONNX parity failure, an I/O error) keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,64 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from mlcost_pl.errors import UserInputError, builtin_name
+
 T = TypeVar("T")
 
-# Errors that mean "the input is wrong", reported as one line instead of a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError)
+_CONSTRUCTOR_FRAMES = ("__init__", "__post_init__", "__new__")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    seen: BaseException | None = err
+    while seen is not None and seen not in out:
+        out.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return out
+
+
+def _raised_in_constructor(err: BaseException) -> bool:
+    """True when ``err`` was raised directly in the body of a constructor (its own argument checks)."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_name in _CONSTRUCTOR_FRAMES
 
 
 def user_error(err: BaseException) -> BaseException | None:
-    """The user-input error behind ``err`` (unwrapping Hydra's InstantiationException), or None."""
-    seen = err
-    while seen is not None:
-        if isinstance(seen, USER_ERRORS) and type(seen).__module__ != "hydra.errors":
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    """The user-input or config error behind ``err``, or None when ``err`` is a bug that needs its traceback.
+
+    Example:
+        >>> user_error(RuntimeError("wrapped")) is None
+        True
+        >>> type(user_error(UserInputError("data.root: no such directory"))).__name__
+        'UserInputError'
+    """
+    chain = _chain(err)
+    for e in chain:
+        if isinstance(e, UserInputError):
+            return e
+    try:
+        from hydra.errors import InstantiationException
+        from omegaconf.errors import OmegaConfBaseException
+    except ImportError:  # pragma: no cover - the recipes need Hydra anyway
+        return None
+    for i, e in enumerate(chain):
+        if isinstance(e, OmegaConfBaseException):
+            return e
+        if isinstance(e, InstantiationException):
+            cause = chain[i + 1] if i + 1 < len(chain) else None
+            if cause is None or str(e).startswith("Error locating target"):
+                return e
+            if isinstance(cause, (ValueError, TypeError)) and _raised_in_constructor(cause):
+                return e
     return None
 
 
 def run_cli(fn: Callable[..., T], *args: Any) -> T:
-    """Call ``fn``; on a user-input error print ``error: <cause>`` and exit 2 (``HYDRA_FULL_ERROR=1`` re-raises)."""
+    """Call ``fn``; on bad input print ``error: <Type>: <cause>`` and exit 2 (``HYDRA_FULL_ERROR=1`` re-raises)."""
     try:
         return fn(*args)
     except Exception as err:  # noqa: BLE001 - re-raised unless it is bad input
@@ -32,5 +78,6 @@ def run_cli(fn: Callable[..., T], *args: Any) -> T:
         if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = " ".join(str(cause).split())
-        print(f"error: {type(cause).__name__}: {message}", file=sys.stderr)
+        label = builtin_name(cause) if isinstance(cause, UserInputError) else type(cause).__name__
+        print(f"error: {label}: {message}", file=sys.stderr)
         sys.exit(2)

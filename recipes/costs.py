@@ -13,7 +13,9 @@ from omegaconf import DictConfig
 from mlcost_pl.config import register_resolvers
 from mlcost_pl.cost.anomaly import compare_with_similar
 from mlcost_pl.cost.ledger import format_rows, open_ledger
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.summary import table_width
+from mlcost_pl.utils.fs import exists
 from recipes._cli import run_cli
 
 register_resolvers()
@@ -22,23 +24,16 @@ HISTORY = ("started_at", "name", "status", "instance", "market", "num_instances"
            "usd_per_step", "config_hash")
 
 
-def _exists(url: str) -> bool:
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(url)
-    return fs.exists(path)
-
-
 def costs(cfg: DictConfig) -> dict[str, Any]:
     """Print the ledger's last ``cfg.last`` runs and the latest run against similar ones; return both."""
     from rich.console import Console
     from rich.table import Table
 
     url = str(cfg.ledger)
-    if not _exists(url):
-        raise FileNotFoundError(f"ledger={url}: no ledger there yet (runs with the cost_monitor callback write it)")
+    if not exists(url):
+        raise MissingInputError(f"ledger={url}: no ledger there yet (runs with the cost_monitor callback write it)")
     if not isinstance(cfg.last, int) or cfg.last < 1:
-        raise ValueError(f"last must be an integer >= 1, got {cfg.last!r}")
+        raise UserInputError(f"last must be an integer >= 1, got {cfg.last!r}")
     rows = open_ledger(url).rows()
     if cfg.get("config_hash"):
         rows = [r for r in rows if r.get("config_hash") == cfg.config_hash]

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
 
@@ -34,11 +35,13 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Any]:
         print_summary("mlcost_pl export verify", [("folder", cfg.verify), *result.items()])
         return result
     if not cfg.get("ckpt_path"):
-        raise ValueError("ckpt_path is required: ckpt_path=<path or URL of a recipes.train .ckpt> (or verify=<out_dir>)")
+        raise UserInputError("ckpt_path is required: ckpt_path=<path or URL of a recipes.train .ckpt> (or verify=<out_dir>)")
     overrides = cfg.get("data_overrides")
-    ckpt = load_training_checkpoint(cfg.ckpt_path, OmegaConf.to_container(overrides, resolve=True) if overrides else {})
-    L.seed_everything(cfg.seed, workers=True)
     options = OmegaConf.to_container(cfg.export, resolve=True)
+    trust = bool(options.pop("trust_checkpoint", False))
+    ckpt = load_training_checkpoint(cfg.ckpt_path, OmegaConf.to_container(overrides, resolve=True) if overrides else {},
+                                    trust_checkpoint=trust)
+    L.seed_everything(cfg.seed, workers=True)
     source = {"ckpt_path": str(cfg.ckpt_path), "model": ckpt.config.get("model"), "data": ckpt.config.get("data")}
     report = export(ckpt.module, ckpt.datamodule, cfg.out_dir, source=source, **options)
 

@@ -16,8 +16,9 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.summary import print_summary
-from mlcost_pl.utils.fs import get_fs
+from mlcost_pl.utils.fs import exists
 from recipes._cli import run_cli
 from recipes.train import train
 
@@ -28,7 +29,7 @@ def finetune(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Pretrain (unless skipped), save the backbone, fine-tune; return the fine-tune ``(metrics, objects)``."""
     ft = cfg.get("finetune")
     if ft is None:
-        raise ValueError("recipes.finetune needs the `finetune:` config section: run it with experiment=finetune")
+        raise UserInputError("recipes.finetune needs the `finetune:` config section: run it with experiment=finetune")
     path = str(ft.backbone_path)
     metrics_pre: dict[str, float] = {}
 
@@ -54,9 +55,8 @@ def finetune(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         save_weights(objects["model"].backbone, path)
 
     if cfg.model.get("weights") is None:
-        fs, fs_path = get_fs(path)
-        if not fs.exists(fs_path):
-            raise FileNotFoundError(f"finetune.backbone_path={path}: no such file (pretrain with finetune.pretrain=true)")
+        if not exists(path):
+            raise MissingInputError(f"finetune.backbone_path={path}: no such file (pretrain with finetune.pretrain=true)")
         with open_dict(cfg):
             cfg.model.weights_path = path
     metrics, objects = train(cfg)

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.errors import UserInputError
 from recipes._cli import run_cli
 
 register_resolvers()
@@ -28,14 +29,14 @@ def check_identity(cfg: DictConfig) -> None:
     extend = cfg.get("extend_to_epochs")
     if extend is not None:
         if not isinstance(extend, int) or isinstance(extend, bool) or extend < 1:
-            raise ValueError(f"extend_to_epochs must be a positive integer, got {extend!r}")
+            raise UserInputError(f"extend_to_epochs must be a positive integer, got {extend!r}")
         with open_dict(cfg):
             cfg.trainer.max_epochs = extend
     spot = next((cb for cb in (cfg.get("callbacks") or {}).values()
                  if cb is not None and str(cb.get("_target_", "")).endswith("SpotCheckpoint")), None)
     if spot is None or not spot.get("resume", True) or cfg.get("ckpt_path") or cfg.trainer.get("fast_dev_run"):
         if extend is not None:
-            raise ValueError("extend_to_epochs=N resumes the run from its SpotCheckpoint folder: it needs the "
+            raise UserInputError("extend_to_epochs=N resumes the run from its SpotCheckpoint folder: it needs the "
                              "spot_checkpoint callback with resume=true and no ckpt_path")
         return
     config = OmegaConf.to_container(cfg, resolve=False)

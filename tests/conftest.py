@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from tests.helpers.clean_tree import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - hooks: tree stays clean
+
 # Two cores: keep torch from oversubscribing when pytest and a subprocess both run.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import copy
-import gc
 import math
-import random
-import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.memory import is_oom_error
 from lightning.pytorch.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 from lightning_utilities.core.apply_func import apply_to_collection
 from typing_extensions import override
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.rightsizing.cache import SearchCache, cache_key, model_signature
-from mlcost_pl.rightsizing.memory import GIB, measure_step_memory
+from mlcost_pl.rightsizing.probe import StepProbe, device_name, get_rng, probing, scale_learning_rates, set_rng
 from mlcost_pl.rightsizing.search import (
     SearchResult,
+    expected_saving,
+    explain_choice,
     fit_global_batch,
     max_fit_search,
     min_over_ranks,
@@ -75,6 +71,9 @@ class BatchSizeSearch(Callback):
         cache_dir: folder (or ``.json`` file) of the result cache; ``None``: ``$MLCOST_CACHE_DIR`` or
             ``~/.cache/mlcost_pl``.
         use_cache: read and write the cache.
+        max_search_share: ``throughput`` stops before a trial that would take the search past this share of the
+            run's expected training time (predicted from the first measured speed and
+            ``trainer.estimated_stepping_batches``); ``None``: no bound.
 
     Raises:
         ValueError: an argument out of range (named); at fit start, no attribute ``batch_arg_name`` or a global batch
@@ -91,6 +90,7 @@ class BatchSizeSearch(Callback):
     ``batch_size_search/cache_hit``            1 when the result came from the cache
     ``batch_size_search/lr_scale``             factor applied to the learning rates
     ``batch_size_search/samples_per_s``        measured throughput of the pick (``throughput``)
+    ``batch_size_search/expected_saving_s``    expected training seconds saved, search included (``throughput``)
     =========================================  ====================================================
 
     Example:
@@ -120,26 +120,29 @@ class BatchSizeSearch(Callback):
         batch_arg_name: str = "batch_size",
         cache_dir: str | None = None,
         use_cache: bool = True,
+        max_search_share: float | None = 0.05,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise UserInputError(f"mode must be one of {MODES}, got {mode!r}")
         if lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
+            raise UserInputError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
         if init_batch_size < 1:
-            raise ValueError(f"init_batch_size must be >= 1, got {init_batch_size}")
+            raise UserInputError(f"init_batch_size must be >= 1, got {init_batch_size}")
         if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+            raise UserInputError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
         if max_trials < 2:
-            raise ValueError(f"max_trials must be >= 2, got {max_trials}")
+            raise UserInputError(f"max_trials must be >= 2, got {max_trials}")
         for name, value in (("tolerance", tolerance), ("safety_margin", safety_margin), ("throughput_tolerance", throughput_tolerance)):
             if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
+                raise UserInputError(f"{name} must be in [0, 1), got {value}")
         if warmup_steps < 0 or measure_steps < 1:
-            raise ValueError(f"warmup_steps must be >= 0 and measure_steps >= 1, got {warmup_steps} and {measure_steps}")
+            raise UserInputError(f"warmup_steps must be >= 0 and measure_steps >= 1, got {warmup_steps} and {measure_steps}")
         if max_memory_gb is not None and not max_memory_gb > 0:
-            raise ValueError(f"max_memory_gb must be > 0 or None, got {max_memory_gb}")
+            raise UserInputError(f"max_memory_gb must be > 0 or None, got {max_memory_gb}")
         if global_batch_size is not None and global_batch_size < 1:
-            raise ValueError(f"global_batch_size must be >= 1 or None, got {global_batch_size}")
+            raise UserInputError(f"global_batch_size must be >= 1 or None, got {global_batch_size}")
+        if max_search_share is not None and not 0 < max_search_share <= 1:
+            raise UserInputError(f"max_search_share must be in (0, 1] or None, got {max_search_share}")
         self.mode = mode
         self.init_batch_size = init_batch_size
         self.max_batch_size = max_batch_size
@@ -154,18 +157,19 @@ class BatchSizeSearch(Callback):
         self.global_batch_size = global_batch_size
         self.lr_scaling = lr_scaling
         self.batch_arg_name = batch_arg_name
+        self.max_search_share = max_search_share
         self.cache = SearchCache(cache_dir) if use_cache else None
         self.result: SearchResult | None = None
         self.applied: dict[str, Any] = {}  # what was set: batch_size, accumulate_grad_batches (checkpointed)
         self.metrics: dict[str, float] = {}
-        self._snapshot: dict[str, Any] = {}
         self._key = ""
+        self._samples_per_rank: float | None = None  # samples each rank will train on (throughput budget)
 
     # ----------------------------------------------------------------------------------------------- Lightning hooks
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not lightning_hasattr(pl_module, self.batch_arg_name):
-            raise ValueError(
+            raise UserInputError(
                 f"batch_arg_name={self.batch_arg_name!r}: neither the model, its hparams nor the datamodule has it"
             )
         if self.applied.get("batch_size"):  # resumed from a checkpoint: re-apply, do not search again
@@ -178,6 +182,7 @@ class BatchSizeSearch(Callback):
         global_batch = self.global_batch_size or original * accumulate * world
 
         start = time.perf_counter()
+        self._samples_per_rank = _samples_per_rank(trainer, global_batch)
         result, cache_hit = self.search(trainer, pl_module)
         found = min_over_ranks(result.batch_size)  # a collective: every rank calls it, hit or miss
         if found < 1:
@@ -197,27 +202,32 @@ class BatchSizeSearch(Callback):
         if self.lr_scaling != "none" and new_global != global_batch:
             ratio = new_global / global_batch
             scale = ratio if self.lr_scaling == "linear" else math.sqrt(ratio)
-            _scale_learning_rates(trainer, scale)
+            scale_learning_rates(trainer, scale)
         self._set_batch(trainer, pl_module, batch, accumulate)
+        search_s = time.perf_counter() - start
         self.metrics = {
             "batch_size_search/batch_size": float(batch),
             "batch_size_search/accumulate_grad_batches": float(accumulate),
             "batch_size_search/largest_fit": float(result.largest_fit),
             "batch_size_search/trials": float(0 if cache_hit else result.num_trials),
-            "batch_size_search/search_s": time.perf_counter() - start,
+            "batch_size_search/search_s": search_s,
             "batch_size_search/cache_hit": float(cache_hit),
             "batch_size_search/lr_scale": scale,
         }
-        if result.samples_per_s.get(found):
-            self.metrics["batch_size_search/samples_per_s"] = result.samples_per_s[found]
+        speeds = result.samples_per_s
+        saving, baseline = None, None
+        if speeds.get(batch):
+            self.metrics["batch_size_search/samples_per_s"] = speeds[batch]
+            baseline = original if original in speeds else min(speeds)
+            if self._samples_per_rank is not None:
+                saving = expected_saving(self._samples_per_rank, speeds[baseline], speeds[batch],
+                                         0.0 if cache_hit else search_s)
+                self.metrics["batch_size_search/expected_saving_s"] = saving["saving_s"]
         for logger in trainer.loggers:
             logger.log_metrics(self.metrics, step=trainer.global_step)
-        rank_zero_info(
-            f"BatchSizeSearch({self.mode}): batch_size {original} -> {batch}, accumulate_grad_batches={accumulate}, "
-            f"global batch {global_batch} -> {new_global}, "
-            f"lr x{scale:.3g}, {'cache hit' if cache_hit else f'{result.num_trials} trials'} "
-            f"in {self.metrics['batch_size_search/search_s']:.2f}s"
-        )
+        line = explain_choice(self.mode, result, original, batch, accumulate, global_batch, world,
+                              self.keep_global_batch, scale, saving, baseline)
+        rank_zero_info(f"{line}; {'cache hit' if cache_hit else f'{result.num_trials} trials'} in {search_s:.2f}s")
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -235,11 +245,11 @@ class BatchSizeSearch(Callback):
 
         Does not change the batch size; ``on_fit_start`` applies the result after the ranks agree.
         """
-        rng = _get_rng()  # drawing the sample batch consumes RNG (shuffling): restore it too
+        rng = get_rng()  # drawing the sample batch consumes RNG (shuffling): restore it too
         try:
             return self._search(trainer, pl_module)
         finally:
-            _set_rng(rng)
+            set_rng(rng)
 
     def _search(self, trainer: Trainer, pl_module: LightningModule) -> tuple[SearchResult, bool]:
         loader = trainer.fit_loop._data_source.dataloader()
@@ -253,7 +263,7 @@ class BatchSizeSearch(Callback):
         device = trainer.strategy.root_device
         self._key = cache_key(
             model_signature(pl_module),
-            _device_name(device),
+            device_name(device),
             apply_to_collection(sample, torch.Tensor, lambda t: tuple(t.shape[1:])),
             str(trainer.precision),
             mode=self.mode,
@@ -269,221 +279,40 @@ class BatchSizeSearch(Callback):
                 speeds = {int(k): float(v) for k, v in (hit.get("samples_per_s") or {}).items()}
                 return SearchResult(int(hit["batch_size"]), int(hit.get("largest_fit", hit["batch_size"])), [], speeds), True
 
-        with _probing(trainer, pl_module) as self._snapshot:
+        with probing(trainer, pl_module) as snapshot:
+            probe = StepProbe(trainer, pl_module, sample, snapshot, max_memory_gb=self.max_memory_gb,
+                              warmup_steps=self.warmup_steps, measure_steps=self.measure_steps)
             if self.mode == "max_fit":
                 result = max_fit_search(
-                    lambda b: self._fits(trainer, pl_module, sample, b, device),
-                    init=self.init_batch_size, max_batch_size=cap, tolerance=self.tolerance,
+                    probe.fits, init=self.init_batch_size, max_batch_size=cap, tolerance=self.tolerance,
                     safety_margin=self.safety_margin, max_trials=self.max_trials,
                 )
             else:
                 result = throughput_search(
-                    lambda b: self._samples_per_s(trainer, pl_module, sample, b, device),
-                    init=self.init_batch_size, max_batch_size=cap, tolerance=self.throughput_tolerance,
-                    max_trials=self.max_trials,
+                    probe.samples_per_s, init=self.init_batch_size, max_batch_size=cap,
+                    tolerance=self.throughput_tolerance, max_trials=self.max_trials, max_seconds=self._time_budget,
                 )
         return result, False
-
-    def _fits(self, trainer: Trainer, pl_module: LightningModule, sample: Any, b: int, device: torch.device) -> bool:
-        batch = _tile(sample, b)
-        cuda = device.type == "cuda"
-        try:
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-            if self.max_memory_gb is not None and not cuda and pl_module.automatic_optimization:
-                opts = trainer.optimizers
-                mem = measure_step_memory(lambda: _loss(trainer, pl_module, batch), pl_module, opts[0] if len(opts) == 1 else None)
-                return mem.peak_bytes <= self.max_memory_gb * GIB
-            _train_step(trainer, pl_module, batch)
-            if cuda:
-                torch.cuda.synchronize(device)
-                if self.max_memory_gb is not None:
-                    return torch.cuda.max_memory_allocated(device) <= self.max_memory_gb * GIB
-            return True
-        except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError
-            if isinstance(err, torch.OutOfMemoryError) or is_oom_error(err):
-                return False
-            raise
-        finally:
-            del batch
-            _restore_snapshot(pl_module, trainer, self._snapshot)
-            _free(cuda)
-
-    def _samples_per_s(self, trainer: Trainer, pl_module: LightningModule, sample: Any, b: int, device: torch.device) -> float | None:
-        if self.max_memory_gb is not None and not self._fits(trainer, pl_module, sample, b, device):
-            return None
-        batch = _tile(sample, b)
-        cuda = device.type == "cuda"
-        try:
-            for _ in range(self.warmup_steps):
-                _train_step(trainer, pl_module, batch)
-            times = []
-            for _ in range(self.measure_steps):  # the median step time: robust to a step slowed by other jobs
-                if cuda:
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                _train_step(trainer, pl_module, batch)
-                if cuda:
-                    torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - start)
-            return b / max(statistics.median(times), 1e-9)
-        except RuntimeError as err:
-            if isinstance(err, torch.OutOfMemoryError) or is_oom_error(err):
-                return None
-            raise
-        finally:
-            del batch
-            _restore_snapshot(pl_module, trainer, self._snapshot)
-            _free(cuda)
 
     def _set_batch(self, trainer: Trainer, pl_module: LightningModule, batch: int, accumulate: int) -> None:
         lightning_setattr(pl_module, self.batch_arg_name, batch)
         trainer.accumulate_grad_batches = accumulate
         self.applied = {"batch_size": batch, "accumulate_grad_batches": accumulate}
 
-
-# --------------------------------------------------------------------------------------------------------- helpers
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return f"cuda:{props.name}:{props.total_memory}"
-    return str(device.type)
-
-
-def _tile(batch: Any, b: int) -> Any:
-    """``batch`` with every batched tensor repeated along dim 0 to exactly ``b`` rows."""
-
-    def grow(t: torch.Tensor) -> torch.Tensor:
-        if t.dim() == 0:
-            return t
-        reps = math.ceil(b / t.shape[0])
-        return t.repeat(reps, *([1] * (t.dim() - 1)))[:b].contiguous()
-
-    return apply_to_collection(batch, torch.Tensor, grow)
+    def _time_budget(self, speeds: dict[int, float]) -> float | None:
+        """Seconds the throughput search may take: ``max_search_share`` of the training time the first speed predicts."""
+        if self.max_search_share is None or self._samples_per_rank is None or not speeds:
+            return None
+        first = speeds[min(speeds)]
+        return self.max_search_share * self._samples_per_rank / max(first, 1e-9)
 
 
-def _loss(trainer: Trainer, pl_module: LightningModule, batch: Any) -> torch.Tensor:
-    with trainer.precision_plugin.train_step_context():
-        out = pl_module.training_step(batch, 0)
-    loss = out["loss"] if isinstance(out, dict) else out
-    if not isinstance(loss, torch.Tensor):
-        raise ValueError("BatchSizeSearch: training_step must return the loss (a tensor or a dict with 'loss')")
-    return loss
-
-
-def _train_step(trainer: Trainer, pl_module: LightningModule, batch: Any) -> None:
-    if not pl_module.automatic_optimization:  # the step does its own backward and optimizer step
-        with trainer.precision_plugin.train_step_context():
-            pl_module.training_step(batch, 0)
-        return
-    _loss(trainer, pl_module, batch).backward()
-    for opt in trainer.optimizers:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-
-def _free(cuda: bool) -> None:
-    if cuda:  # return the probe's blocks so the next trial starts from the same allocator state
-        gc.collect()
-        torch.cuda.empty_cache()
-
-
-def _to_cpu(obj: Any) -> Any:
-    return apply_to_collection(obj, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
-
-
-def _take_snapshot(pl_module: LightningModule, trainer: Trainer) -> dict[str, Any]:
-    """CPU copies of everything a probe changes (kept off the device so they do not skew the memory measured)."""
-    snap: dict[str, Any] = {
-        "tensors": {n: t.detach().to("cpu", copy=True) for n, t in _named_tensors(pl_module)},
-        "grads": {n: (None if p.grad is None else p.grad.detach().to("cpu", copy=True)) for n, p in pl_module.named_parameters()},
-        "optimizers": [copy.deepcopy(_to_cpu(o.state_dict())) for o in trainer.optimizers],
-        "modes": {name: m.training for name, m in pl_module.named_modules()},
-        "rng": _get_rng(),
-    }
-    return snap
-
-
-def _get_rng() -> dict[str, Any]:
-    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+def _samples_per_rank(trainer: Trainer, global_batch: int) -> float | None:
+    """Samples each rank will train on in this fit, or None when the run has no known length."""
     try:
-        import numpy as np
-
-        rng["numpy"] = np.random.get_state()
-    except ImportError:
-        pass
-    return rng
-
-
-def _set_rng(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    if "cuda" in rng:
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    if "numpy" in rng:
-        import numpy as np
-
-        np.random.set_state(rng["numpy"])
-
-
-def _named_tensors(pl_module: LightningModule) -> Iterator[tuple[str, torch.Tensor]]:
-    yield from pl_module.named_parameters()
-    yield from pl_module.named_buffers()
-
-
-@torch.no_grad()
-def _restore_snapshot(pl_module: LightningModule, trainer: Trainer, snap: dict[str, Any]) -> None:
-    for name, t in _named_tensors(pl_module):
-        t.copy_(snap["tensors"][name])
-    for name, p in pl_module.named_parameters():
-        saved = snap["grads"][name]
-        p.grad = None if saved is None else saved.to(p.device, copy=True)
-    for opt, state in zip(trainer.optimizers, snap["optimizers"]):
-        opt.load_state_dict(copy.deepcopy(state))  # load_state_dict may alias same-device tensors: keep ours intact
-    modes = snap["modes"]
-    for name, m in pl_module.named_modules():
-        m.training = modes.get(name, m.training)
-    _set_rng(snap["rng"])
-    _reset_metrics(pl_module)
-
-
-def _reset_metrics(pl_module: LightningModule) -> None:
-    try:
-        from torchmetrics import Metric
-    except ImportError:
-        return
-    for m in pl_module.modules():
-        if isinstance(m, Metric):
-            m.reset()
-
-
-@contextmanager
-def _probing(trainer: Trainer, pl_module: LightningModule) -> Iterator[dict[str, Any]]:
-    """Snapshot state, silence ``self.log`` and put the model in train mode; restore everything on exit."""
-    snap = _take_snapshot(pl_module, trainer)
-    noop: Callable[..., None] = lambda *args, **kwargs: None  # noqa: E731
-    pl_module.log, pl_module.log_dict = noop, noop  # type: ignore[method-assign]
-    pl_module.train()
-    try:
-        yield snap
-    finally:
-        del pl_module.log, pl_module.log_dict
-        _restore_snapshot(pl_module, trainer, snap)
-        _free(trainer.strategy.root_device.type == "cuda")
-
-
-def _scale_learning_rates(trainer: Trainer, factor: float) -> None:
-    """Multiply every learning rate by ``factor``, in the optimizers and in the schedulers' base rates."""
-    for opt in trainer.optimizers:
-        for group in opt.param_groups:
-            group["lr"] = group["lr"] * factor
-            if "initial_lr" in group:
-                group["initial_lr"] = group["initial_lr"] * factor
-    for config in trainer.lr_scheduler_configs:
-        sched = config.scheduler
-        if hasattr(sched, "base_lrs"):
-            sched.base_lrs = [lr * factor for lr in sched.base_lrs]
-        if hasattr(sched, "_last_lr"):
-            sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+        steps = float(trainer.estimated_stepping_batches)
+    except Exception:  # noqa: BLE001 - an unsized dataloader or an infinite run: no estimate
+        return None
+    if not math.isfinite(steps) or steps <= 0:
+        return None
+    return steps * global_batch / max(trainer.world_size, 1)

@@ -3,33 +3,14 @@ the model and its data without the original command line."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-#: Checkpoint key under which :class:`StoreConfig` writes the training config (a plain ``dict``).
-CONFIG_KEY = "mlcost_training_config"
+from mlcost_pl.config import CONFIG_KEY, plain_config
 
-
-def plain_config(cfg: Any) -> dict[str, Any]:
-    """A resolved, plain-``dict`` copy of ``cfg`` (a ``DictConfig`` or mapping) without Hydra's own ``hydra`` node.
-
-    Examples:
-        >>> plain_config({"model": {"backbone": "tiny_cnn"}, "hydra": {"run": {}}})
-        {'model': {'backbone': 'tiny_cnn'}}
-    """
-    from omegaconf import DictConfig, OmegaConf, open_dict
-
-    if isinstance(cfg, DictConfig):
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg.pop("hydra", None)  # Hydra's own settings: not training config, and partly unresolvable outside a job
-        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"cfg must be a mapping or DictConfig, got {type(cfg).__name__}")
-    return {str(k): v for k, v in dict(cfg).items() if k != "hydra"}
+__all__ = ["CONFIG_KEY", "StoreConfig", "plain_config"]
 
 
 class StoreConfig(Callback):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from mlcost_pl.errors import UserInputError
+
 
 def young_daly_interval(save_seconds: float, mtbf_seconds: float) -> float:
     """Seconds of work between checkpoints that minimize expected lost + checkpointing time: ``sqrt(2 C M)``.
@@ -20,7 +22,7 @@ def young_daly_interval(save_seconds: float, mtbf_seconds: float) -> float:
         120.0
     """
     if not save_seconds >= 0 or math.isinf(save_seconds):
-        raise ValueError(f"save_seconds must be a finite number >= 0, got {save_seconds!r}")
+        raise UserInputError(f"save_seconds must be a finite number >= 0, got {save_seconds!r}")
     if not mtbf_seconds > 0 or math.isinf(mtbf_seconds):
-        raise ValueError(f"mtbf_seconds must be a finite number > 0, got {mtbf_seconds!r}")
+        raise UserInputError(f"mtbf_seconds must be a finite number > 0, got {mtbf_seconds!r}")
     return math.sqrt(2.0 * save_seconds * mtbf_seconds)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlcost_pl.checkpoint.storage import CheckpointStorage
+from mlcost_pl.errors import MissingInputError
 
 MANIFEST = "MANIFEST.json"
 CKPT_FILE = "checkpoint.ckpt"
@@ -306,5 +307,5 @@ def resolve_checkpoint(url: str, storage_options: dict[str, Any] | None = None) 
         return storage.url_of(CKPT_FILE)
     ref = find_latest_valid(storage)
     if ref is None:
-        raise FileNotFoundError(f"{storage.url}: no file and no committed, verified checkpoint there")
+        raise MissingInputError(f"{storage.url}: no file and no committed, verified checkpoint there")
     return ref.file_url

@@ -12,12 +12,11 @@ import os
 import uuid
 from typing import Any
 
-from fsspec.implementations.local import LocalFileSystem
+from mlcost_pl.errors import UserInputError
+from mlcost_pl.utils.fs import atomic_write_local, fsync_dir, get_fs, is_local
 
-from mlcost_pl.utils.fs import get_fs
 
-
-class CheckpointDirError(ValueError):
+class CheckpointDirError(UserInputError):
     """A checkpoint directory cannot be reached or written (the message names the URL and the cause)."""
 
 
@@ -43,10 +42,10 @@ class CheckpointStorage:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         if not isinstance(url, (str, os.PathLike)) or not str(url).strip():
-            raise ValueError(f"dirpath must be a non-empty path or URL, got {url!r}")
+            raise UserInputError(f"dirpath must be a non-empty path or URL, got {url!r}")
         self.storage_options = dict(storage_options or {})
         self.fs, path = get_fs(str(url), **self.storage_options)
-        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.is_local = is_local(self.fs)
         self.root = path.rstrip("/") if path not in ("/", "") else path
         if self.is_local:
             self.root = os.path.abspath(os.path.expanduser(self.root))
@@ -95,25 +94,9 @@ class CheckpointStorage:
         """Write ``data`` to ``rel`` so readers see either the old object or the complete new one; returns bytes."""
         target = self.path(rel)
         if self.is_local:
-            directory = os.path.dirname(target)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex}")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-                raise
-            fsync_dir(directory)
-        else:
-            # One PUT (or one completed multipart upload) becomes visible all at once.
-            self.fs.pipe_file(target, bytes(data))
+            return atomic_write_local(target, data)
+        # One PUT (or one completed multipart upload) becomes visible all at once.
+        self.fs.pipe_file(target, bytes(data))
         return len(data)
 
     def read(self, rel: str) -> bytes:
@@ -154,16 +137,3 @@ class CheckpointStorage:
         except FileNotFoundError:
             pass
 
-
-def fsync_dir(directory: str) -> None:
-    """``fsync`` a directory so a rename inside it survives a power loss (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

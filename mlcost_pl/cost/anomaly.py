@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
+
 # What is compared: (name of the live figure, ledger column holding the historical figure).
 CHECKS = (("usd_per_step", "usd_per_step"), ("usd_projected", "usd_total"))
 
@@ -77,9 +79,9 @@ def check(base: Baseline, current: Mapping[str, float | None], k: float, min_run
         'usd_per_step'
     """
     if not k > 0:
-        raise ValueError(f"k must be > 0, got {k!r}")
+        raise UserInputError(f"k must be > 0, got {k!r}")
     if min_runs < 1:
-        raise ValueError(f"min_runs must be >= 1, got {min_runs!r}")
+        raise UserInputError(f"min_runs must be >= 1, got {min_runs!r}")
     if base.runs < min_runs:
         return []
     out = []

@@ -15,11 +15,13 @@ from typing import Any
 
 import yaml
 
+from mlcost_pl.errors import MissingInputError, UserInputError
+
 CUSTOM = "custom"
 _FIELDS = ("cloud", "on_demand", "spot", "gpus", "gpu", "region")
 
 
-class UnknownInstanceError(ValueError):
+class UnknownInstanceError(UserInputError):
     """An instance name that is not in the catalog; the message lists the nearest names."""
 
 
@@ -48,28 +50,28 @@ class InstancePrice:
     def price(self, market: str) -> float | None:
         """USD per instance-hour on ``market`` (``on_demand`` or ``spot``)."""
         if market not in ("on_demand", "spot"):
-            raise ValueError(f"market must be 'on_demand' or 'spot', got {market!r}")
+            raise UserInputError(f"market must be 'on_demand' or 'spot', got {market!r}")
         return self.on_demand if market == "on_demand" else self.spot
 
 
 def _entry(name: str, fields: Any, base: InstancePrice | None, where: str) -> InstancePrice:
     if not isinstance(fields, Mapping):
-        raise ValueError(f"{where}.{name}: expected a mapping of {', '.join(_FIELDS)}, got {fields!r}")
+        raise UserInputError(f"{where}.{name}: expected a mapping of {', '.join(_FIELDS)}, got {fields!r}")
     unknown = sorted(set(fields) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"{where}.{name}: unknown field(s) {unknown}; allowed: {', '.join(_FIELDS)}")
+        raise UserInputError(f"{where}.{name}: unknown field(s) {unknown}; allowed: {', '.join(_FIELDS)}")
     values = dict(fields)
     for key in ("on_demand", "spot"):
         if values.get(key) is not None:
             try:
                 values[key] = float(values[key])
             except (TypeError, ValueError):
-                raise ValueError(f"{where}.{name}.{key} must be a number of USD per hour, got {values[key]!r}") from None
+                raise UserInputError(f"{where}.{name}.{key} must be a number of USD per hour, got {values[key]!r}") from None
             if values[key] < 0:
-                raise ValueError(f"{where}.{name}.{key} must be >= 0, got {values[key]}")
+                raise UserInputError(f"{where}.{name}.{key} must be >= 0, got {values[key]}")
     if "gpus" in values:
         if not isinstance(values["gpus"], int) or isinstance(values["gpus"], bool) or values["gpus"] < 0:
-            raise ValueError(f"{where}.{name}.gpus must be an integer >= 0, got {values['gpus']!r}")
+            raise UserInputError(f"{where}.{name}.gpus must be an integer >= 0, got {values['gpus']!r}")
     base = base or InstancePrice(name=name)
     return replace(base, **values)
 
@@ -126,7 +128,7 @@ class PriceCatalog:
             ValueError: not a mapping, an unknown field, a negative or non-numeric price (the message names it).
         """
         if not isinstance(overrides, Mapping):
-            raise ValueError(f"{where} must be a mapping of instance name -> fields, got {type(overrides).__name__}")
+            raise UserInputError(f"{where} must be a mapping of instance name -> fields, got {type(overrides).__name__}")
         if "instances" in overrides and isinstance(overrides["instances"], Mapping):
             overrides = overrides["instances"]
         instances = dict(self.instances)
@@ -134,7 +136,7 @@ class PriceCatalog:
             name = str(name)
             entry = _entry(name, fields, instances.get(name), where)
             if name not in instances and entry.on_demand is None:
-                raise ValueError(f"{where}.{name}: a new instance needs an on_demand price (USD per hour)")
+                raise UserInputError(f"{where}.{name}: a new instance needs an on_demand price (USD per hour)")
             instances[name] = entry
         return PriceCatalog(instances, as_of=self.as_of, source=self.source)
 
@@ -145,17 +147,17 @@ class PriceCatalog:
             FileNotFoundError: ``url`` does not exist (named).
             ValueError: the file does not parse or has a bad entry (named).
         """
-        import fsspec
+        from mlcost_pl.utils.fs import get_fs
 
+        fs, path = get_fs(url)
         try:
-            with fsspec.open(str(url), "r") as f:
-                text = f.read()
+            text = fs.cat_file(path).decode()
         except FileNotFoundError:
-            raise FileNotFoundError(f"prices_file: {url}: no such file") from None
+            raise MissingInputError(f"prices_file: {url}: no such file") from None
         try:
             data = json.loads(text) if str(url).endswith(".json") else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as err:
-            raise ValueError(f"prices_file: {url} does not parse: {err}") from None
+            raise UserInputError(f"prices_file: {url} does not parse: {err}") from None
         return self.with_overrides(data or {}, where=f"prices_file {url}")
 
     def lookup(self, name: str) -> InstancePrice:
@@ -200,9 +202,9 @@ def resolve_instance(
     """
     for arg, value in (("usd_per_hour", usd_per_hour), ("spot_usd_per_hour", spot_usd_per_hour)):
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-            raise ValueError(f"{arg} must be a number >= 0 (USD per instance-hour), got {value!r}")
+            raise UserInputError(f"{arg} must be a number >= 0 (USD per instance-hour), got {value!r}")
     if gpus is not None and (not isinstance(gpus, int) or gpus < 0):
-        raise ValueError(f"gpus must be an integer >= 0, got {gpus!r}")
+        raise UserInputError(f"gpus must be an integer >= 0, got {gpus!r}")
     entry = PriceCatalog.load(prices, prices_file).lookup(instance)
     if usd_per_hour is not None:
         entry = replace(entry, on_demand=float(usd_per_hour))
@@ -211,7 +213,7 @@ def resolve_instance(
     if gpus is not None:
         entry = replace(entry, gpus=gpus)
     if entry.on_demand is None:
-        raise ValueError(
+        raise UserInputError(
             f"instance={instance!r} has no price: give usd_per_hour=<USD per hour of this machine> "
             f"(or prices={{{instance!r}: {{'on_demand': ...}}}})"
         )

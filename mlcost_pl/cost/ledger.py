@@ -24,6 +24,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlcost_pl.errors import MissingDependencyError, UserInputError
+from mlcost_pl.utils.fs import get_fs, is_local, local_path, write_atomic
+
 # Column -> SQLite type. Rows are plain dicts with these keys (``metrics`` is a dict of floats).
 COLUMNS: dict[str, str] = {
     "run_id": "TEXT PRIMARY KEY",
@@ -54,14 +57,6 @@ COLUMNS: dict[str, str] = {
 def new_run_id() -> str:
     """A fresh, unique run id."""
     return uuid.uuid4().hex
-
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def _local_path(url: str) -> str:
-    return url[len("file://") :] if url.startswith("file://") else url
 
 
 def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,12 +97,12 @@ class SQLiteLedger(Ledger):
 
     def __init__(self, path: str) -> None:
         self.url = path
-        self.path = _local_path(path)
+        self.path = local_path(path)
         parent = Path(self.path).parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ValueError(f"ledger: cannot create the folder of {path}: {err}") from None
+            raise UserInputError(f"ledger: cannot create the folder of {path}: {err}") from None
         try:
             with self._connect() as con:
                 cols = ", ".join(f"{k} {t}" for k, t in COLUMNS.items())
@@ -117,7 +112,7 @@ class SQLiteLedger(Ledger):
                     if k not in have:
                         con.execute(f"ALTER TABLE runs ADD COLUMN {k} {t.replace(' PRIMARY KEY', '')}")
         except sqlite3.DatabaseError as err:
-            raise ValueError(f"ledger: {path} is not a usable SQLite database: {err}") from None
+            raise UserInputError(f"ledger: {path} is not a usable SQLite database: {err}") from None
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30.0)
@@ -152,14 +147,12 @@ class JSONLinesLedger(Ledger):
     """A JSON-lines ledger at any fsspec URL, rewritten whole on each upsert (see the module docstring)."""
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
-        from fsspec.core import url_to_fs
-
         self.url = url
+        self.storage_options = dict(storage_options or {})
         try:
-            self.fs, self.path = url_to_fs(url, **dict(storage_options or {}))
+            self.fs, self.path = get_fs(url, **self.storage_options)
         except ImportError as err:
-            proto = url.split("://", 1)[0]
-            raise ImportError(f"ledger: {url}: the {proto}:// protocol needs a package: {err}") from err
+            raise MissingDependencyError(f"ledger: {err}") from err
 
     def rows(self) -> list[dict[str, Any]]:
         if not self.fs.exists(self.path):
@@ -179,20 +172,7 @@ class JSONLinesLedger(Ledger):
         data = _clean(row)
         rows = [r for r in self.rows() if r.get("run_id") != data["run_id"]] + [data]
         payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-        if _is_local(self.url):
-            path = _local_path(self.url)
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        else:
-            parent = self.path.rsplit("/", 1)[0]
-            if parent and parent != self.path:
-                self.fs.makedirs(parent, exist_ok=True)
-            self.fs.pipe_file(self.path, payload)  # one PUT: the object is replaced atomically
+        write_atomic(self.url, payload, self.storage_options)
 
 
 def merge_row(previous: Mapping[str, Any] | None, row: Mapping[str, Any], trained: bool) -> dict[str, Any]:
@@ -233,10 +213,10 @@ def open_ledger(url: str | os.PathLike, storage_options: Mapping[str, Any] | Non
     """
     url = str(url)
     if not url:
-        raise ValueError("ledger must be a path or fsspec URL, got ''")
-    if url.endswith(".jsonl") or not _is_local(url):
-        if not _is_local(url) and url.endswith((".sqlite", ".db", ".sqlite3")):
-            raise ValueError(f"ledger: {url}: SQLite ledgers must be local files; use a .jsonl name for a remote ledger")
+        raise UserInputError("ledger must be a path or fsspec URL, got ''")
+    if url.endswith(".jsonl") or not is_local(url):
+        if not is_local(url) and url.endswith((".sqlite", ".db", ".sqlite3")):
+            raise UserInputError(f"ledger: {url}: SQLite ledgers must be local files; use a .jsonl name for a remote ledger")
         return JSONLinesLedger(url, storage_options)
     return SQLiteLedger(url)
 

@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ def validate_url(url: str | None, arg: str = "webhook_url") -> str | None:
     if url is None:
         return None
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ValueError(f"{arg} must be an http:// or https:// URL, got {url!r}")
+        raise UserInputError(f"{arg} must be an http:// or https:// URL, got {url!r}")
     return url
 
 

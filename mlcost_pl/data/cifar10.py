@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
 
 from mlcost_pl.data.digits import check_num_classes
+from mlcost_pl.errors import UserInputError
 
 
 class CIFAR10DataModule(LightningDataModule):
@@ -44,12 +45,12 @@ class CIFAR10DataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if channels != 3:
-            raise ValueError(f"channels must be 3 for CIFAR-10, got {channels}")
+            raise UserInputError(f"channels must be 3 for CIFAR-10, got {channels}")
         check_num_classes(num_classes, 10)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < val_size < 50000:
-            raise ValueError(f"val_size must be in (0, 50000), got {val_size}")
+            raise UserInputError(f"val_size must be in (0, 50000), got {val_size}")
         self.save_hyperparameters(ignore=["num_classes"])
         self.batch_size = batch_size
         self.datasets: dict[str, Any] = {}

@@ -10,11 +10,13 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
+from mlcost_pl.errors import UserInputError
+
 
 def check_num_classes(given: int | None, found: int) -> None:
     """Raise if a configured ``data.num_classes`` disagrees with what the data holds."""
     if given is not None and int(given) != found:
-        raise ValueError(f"data.num_classes={given} but the data has {found} classes")
+        raise UserInputError(f"data.num_classes={given} but the data has {found} classes")
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[list[int], list[int], list[int]]:
@@ -69,17 +71,17 @@ class DigitsDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {image_size}")
+            raise UserInputError(f"image_size must be >= 8, got {image_size}")
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise UserInputError(f"channels must be 1 or 3, got {channels}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) with sum < 1")
+            raise UserInputError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) with sum < 1")
         if classes is not None:
             classes = [int(c) for c in classes]
             if len(set(classes)) < 2 or any(c not in range(10) for c in classes):
-                raise ValueError(f"classes must be at least two distinct digits in 0..9, got {classes}")
+                raise UserInputError(f"classes must be at least two distinct digits in 0..9, got {classes}")
         self.save_hyperparameters(ignore=["num_classes"])
         self.batch_size = batch_size
         self.classes = classes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import torch
@@ -11,7 +12,10 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from mlcost_pl.data.digits import check_num_classes, split_indices
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.utils.fs import get_fs
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -24,14 +28,14 @@ def scan_image_folder(root: str) -> tuple[list[str], list[tuple[str, int]], Any]
     """
     fs, base = get_fs(root)
     if not fs.isdir(base):
-        raise FileNotFoundError(f"data.root: no such directory: {root}")
+        raise MissingInputError(f"data.root: no such directory: {root}")
     classes = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False) if fs.isdir(p))
     samples: list[tuple[str, int]] = []
     for label, name in enumerate(classes):
         files = sorted(fs.find(f"{base.rstrip('/')}/{name}"))
         samples += [(f, label) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not samples:
-        raise FileNotFoundError(f"data.root: no images in class sub-folders of {root} (expected root/<class>/<image>)")
+        raise MissingInputError(f"data.root: no images in class sub-folders of {root} (expected root/<class>/<image>)")
     return classes, samples, fs
 
 
@@ -55,15 +59,17 @@ class _FsImageDataset(Dataset):
 class ImageFolderDataModule(LightningDataModule):
     """Images in ``root/<class>/*.png`` (local path or fsspec URL, e.g. ``s3://bucket/pets``).
 
-    If ``root`` has ``train/`` (and optionally ``val/``, ``test/``) sub-folders they are used as splits; otherwise
-    one folder is split with a fixed seed.
+    If ``root`` has ``train/`` (and optionally ``val/``, ``test/``) sub-folders they are used as splits; a missing
+    ``val/`` is a seeded hold-out of ``train/`` (``val_fraction``, and ``test_fraction`` for test when ``test/`` is
+    missing too), said in a log line, so validation and the export gate never run on training images; a missing
+    ``test/`` next to a ``val/`` tests on ``val/``. Without ``train/`` the one folder is split with a fixed seed.
 
     Args:
         root: local directory or fsspec URL.
         image_size: images are resized to ``image_size x image_size``.
         channels: 1 (grayscale) or 3 (RGB).
         batch_size: per-device batch size.
-        val_fraction, test_fraction: split shares when ``root`` has no split folders.
+        val_fraction, test_fraction: split shares when ``root`` has no split folders (or no ``val/``).
         split_seed: seed of that split.
         num_workers: DataLoader workers.
         augment: random horizontal flips and crops on the training split.
@@ -91,14 +97,14 @@ class ImageFolderDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise UserInputError(f"channels must be 1 or 3, got {channels}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters(ignore=["num_classes"])
         self.batch_size = batch_size
         fs, base = get_fs(root)
         if not fs.isdir(base):
-            raise FileNotFoundError(f"data.root: no such directory: {root}")
+            raise MissingInputError(f"data.root: no such directory: {root}")
         self._split_dirs = {s: f"{root.rstrip('/')}/{s}" for s in ("train", "val", "test") if fs.isdir(f"{base.rstrip('/')}/{s}")}
         scan_root = self._split_dirs.get("train", root)
         self.class_names, _, _ = scan_image_folder(scan_root)
@@ -123,17 +129,47 @@ class ImageFolderDataModule(LightningDataModule):
         if self.datasets:
             return
         if "train" in self._split_dirs:
-            for split in ("train", "val", "test"):
-                src = self._split_dirs.get(split, self._split_dirs["train"] if split == "val" else self._split_dirs.get("val", self._split_dirs["train"]))
-                classes, samples, fs = scan_image_folder(src)
-                if classes != self.class_names:
-                    raise ValueError(f"data.root: class folders of {src} {classes} differ from train's {self.class_names}")
-                self.datasets[split] = _FsImageDataset(fs, samples, self._transform(split == "train"))
+            self._setup_split_folders()
             return
         _, samples, fs = scan_image_folder(self.hparams.root)
         train, val, test = split_indices(len(samples), self.hparams.val_fraction, self.hparams.test_fraction, self.hparams.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
             self.datasets[split] = _FsImageDataset(fs, [samples[i] for i in idx], self._transform(split == "train"))
+
+    def _setup_split_folders(self) -> None:
+        """``train/`` with optional ``val/`` and ``test/``; a missing ``val/`` (or ``test/``) is a seeded hold-out of
+        ``train/``, never the training images themselves."""
+        found: dict[str, tuple[Any, list[tuple[str, int]]]] = {}
+        for split, src in self._split_dirs.items():
+            classes, samples, fs = scan_image_folder(src)
+            if classes != self.class_names:
+                raise UserInputError(f"data.root: class folders of {src} {classes} differ from train's {self.class_names}")
+            found[split] = (fs, samples)
+        fs, samples = found["train"]
+        held = {"val": self.hparams.val_fraction if "val" not in found else 0.0,
+                "test": self.hparams.test_fraction if "test" not in found and "val" not in found else 0.0}
+        if held["val"] or held["test"]:
+            train, val, test = split_indices(len(samples), held["val"], held["test"], self.hparams.split_seed)
+            if not train or (held["val"] and not val):
+                raise UserInputError(
+                    f"data.root: {self._split_dirs['train']} has {len(samples)} images, too few to hold out "
+                    f"val_fraction={held['val']} for validation; add a val/ folder"
+                )
+            found["train"] = (fs, [samples[i] for i in train])
+            found.setdefault("val", (fs, [samples[i] for i in val]))
+            if held["test"]:
+                found["test"] = (fs, [samples[i] for i in test])
+            log.info(
+                "ImageFolderDataModule: %s has no %s folder: held out a seeded split of train/ (split_seed=%d): "
+                "%d train, %d val%s images", self.hparams.root, " or ".join(s + "/" for s in ("val", "test") if held[s]),
+                self.hparams.split_seed, len(train), len(val), f", {len(test)} test" if held["test"] else "",
+            )
+        if "test" not in found:
+            log.info("ImageFolderDataModule: %s has no test/ folder: testing on val/", self.hparams.root)
+            found["test"] = found["val"]
+        for split in ("train", "val", "test"):
+            fs, samples = found[split]
+            self.datasets[split] = _FsImageDataset(fs, samples, self._transform(split == "train"))
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(

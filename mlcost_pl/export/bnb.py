@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlcost_pl.errors import MissingDependencyError, UserInputError
+
 BNB_FORMATS = ("bnb_int8", "bnb_nf4")
 
 
@@ -17,7 +19,7 @@ def _import_bnb() -> Any:
     try:
         import bitsandbytes as bnb
     except ImportError as err:
-        raise ImportError("export.format=bnb_*: bitsandbytes is not installed: pip install bitsandbytes") from err
+        raise MissingDependencyError("export.format=bnb_*: bitsandbytes is not installed: pip install bitsandbytes") from err
     return bnb
 
 
@@ -34,7 +36,7 @@ def check_linear(name: str, layer: nn.Linear, fmt: str) -> None:
     """
     shape = tuple(layer.weight.shape)
     if layer.weight.dim() != 2 or min(shape) < 1:
-        raise ValueError(f"export.format={fmt}: layer {name!r} has weight shape {shape}, which bitsandbytes cannot "
+        raise UserInputError(f"export.format={fmt}: layer {name!r} has weight shape {shape}, which bitsandbytes cannot "
                          "quantize (needs a 2-D weight with at least one input and one output feature)")
 
 
@@ -59,14 +61,14 @@ def to_bnb(model: nn.Module, fmt: str, device: str = "cpu", keep_fp32: Sequence[
         >>> q = to_bnb(net, "bnb_int8")  # doctest: +SKIP
     """
     if fmt not in BNB_FORMATS:
-        raise ValueError(f"export.format must be one of {BNB_FORMATS} here, got {fmt!r}")
+        raise UserInputError(f"export.format must be one of {BNB_FORMATS} here, got {fmt!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"export.device={device!r}: CUDA is not available on this machine")
+        raise UserInputError(f"export.device={device!r}: CUDA is not available on this machine")
     bnb = _import_bnb()
     model = copy.deepcopy(model).eval().cpu()
     names = linear_layers(model)
     if not names:
-        raise ValueError(f"export.format={fmt}: the model has no nn.Linear layer for bitsandbytes to quantize")
+        raise UserInputError(f"export.format={fmt}: the model has no nn.Linear layer for bitsandbytes to quantize")
     for name in names:
         if name in keep_fp32:
             continue
@@ -90,7 +92,7 @@ def to_bnb(model: nn.Module, fmt: str, device: str = "cpu", keep_fp32: Sequence[
             with torch.inference_mode():
                 new(torch.zeros(2, layer.in_features, device=device))
         except Exception as err:  # noqa: BLE001 - name the layer whatever bitsandbytes raised
-            raise ValueError(f"export.format={fmt}: bitsandbytes cannot run layer {name!r} with weight shape "
+            raise UserInputError(f"export.format={fmt}: bitsandbytes cannot run layer {name!r} with weight shape "
                              f"{tuple(w.shape)} on {device}: {type(err).__name__}: {err}") from err
         setattr(parent, child, new)
     return model.to(device)

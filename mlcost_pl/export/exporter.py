@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.export import bnb as bnb_mod
 from mlcost_pl.export.gate import GateFailedError, evaluate, module_metric, run_gate
 from mlcost_pl.export.onnx_export import INPUT_NAME, export_onnx, file_bytes, onnx_parity, ort_session
@@ -44,7 +45,7 @@ FORMATS = ("onnx", *bnb_mod.BNB_FORMATS)
 FP32_ONNX, INT8_ONNX, VERIFY_SET = "model.onnx", "model.int8.onnx", "verify_set.npz"
 
 
-class VerifyError(ValueError):
+class VerifyError(UserInputError):
     """An export folder failed re-checking (hashes, parity or gate)."""
 
 
@@ -83,17 +84,17 @@ def _repeat_to(x: torch.Tensor, n: int) -> torch.Tensor:
 def _validate(quantize: str, fmt: str, max_accuracy_drop: float, calibration_samples: int,
               batch_sizes: Sequence[int], price_per_hour: float) -> None:
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"export.quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+        raise UserInputError(f"export.quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     if fmt not in FORMATS:
-        raise ValueError(f"export.format must be one of {FORMATS}, got {fmt!r}")
+        raise UserInputError(f"export.format must be one of {FORMATS}, got {fmt!r}")
     if max_accuracy_drop < 0:
-        raise ValueError(f"export.max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
+        raise UserInputError(f"export.max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
     if calibration_samples < 1:
-        raise ValueError(f"export.calibration_samples must be >= 1, got {calibration_samples}")
+        raise UserInputError(f"export.calibration_samples must be >= 1, got {calibration_samples}")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
-        raise ValueError(f"export.batch_sizes must be positive integers, got {list(batch_sizes)}")
+        raise UserInputError(f"export.batch_sizes must be positive integers, got {list(batch_sizes)}")
     if price_per_hour < 0:
-        raise ValueError(f"export.price_per_hour must be >= 0, got {price_per_hour}")
+        raise UserInputError(f"export.price_per_hour must be >= 0, got {price_per_hour}")
 
 
 def export(
@@ -117,6 +118,7 @@ def export(
     verify_samples: int = 512,
     overwrite: bool = False,
     source: dict[str, Any] | None = None,
+    metric: str | None = None,
 ) -> dict[str, Any]:
     """Export ``module`` to ONNX (+ INT8, + bitsandbytes), check it, gate it, measure it, and write a report.
 
@@ -124,7 +126,7 @@ def export(
     parity, failed gate, an unsupported operator, Ctrl-C) leaves no ``out_dir`` behind.
 
     Args:
-        module: the trained model (a LightningModule with a ``val_*`` torchmetrics metric, e.g. ``ImageClassifier``).
+        module: the trained model (any module mapping inputs to logits, e.g. ``ImageClassifier``).
         datamodule: its DataModule; calibration uses the training split, parity and the gate the validation split.
         out_dir: the export folder (local path).
         quantize: ``"int8_static"`` (QDQ, calibrated; for conv nets), ``"int8_dynamic"`` (Linear/RNN-heavy
@@ -144,6 +146,9 @@ def export(
         verify_samples: validation samples stored in ``verify_set.npz`` for :func:`verify`.
         overwrite: replace an existing ``out_dir``.
         source: extra provenance for the report (e.g. ``{"ckpt_path": ...}``).
+        metric: the metric the gate uses: a torchmetrics attribute of the module (``val_acc`` or ``val/acc``) or
+            ``"top1"``; ``None`` picks the first of the module's metrics that takes ``(logits, target)``, else top-1
+            accuracy of the logits (see :func:`mlcost_pl.export.gate.module_metric`; the report says which).
 
     Returns:
         The report (also written as ``report.json`` / ``report.md``).
@@ -163,7 +168,7 @@ def export(
     _validate(quantize, format, max_accuracy_drop, calibration_samples, batch_sizes, price_per_hour)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise ValueError(f"output folder {out_dir} exists already; pass export.overwrite=true to replace it")
+        raise UserInputError(f"output folder {out_dir} exists already; pass export.overwrite=true to replace it")
     batch_sizes = [int(b) for b in batch_sizes]
     cost_batch = int(cost_batch or max(batch_sizes))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +179,8 @@ def export(
             module, datamodule, tmp, quantize=quantize, fmt=format, max_drop=max_accuracy_drop,
             calibration_samples=calibration_samples, atol=parity_atol, rtol=parity_rtol, parity_samples=parity_samples,
             batch_sizes=batch_sizes, latency_iters=latency_iters, price_per_hour=price_per_hour, cost_batch=cost_batch,
-            device=device, opset=opset, verify_samples=verify_samples, source=source or {}, final_dir=out_dir,
+            device=device, opset=opset, verify_samples=verify_samples, source=source or {}, metric_choice=metric,
+            final_dir=out_dir,
         )
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
@@ -188,7 +194,7 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     old = None
     if out_dir.exists():
         if not overwrite:
-            raise ValueError(f"output folder {out_dir} appeared during the export; pass export.overwrite=true")
+            raise UserInputError(f"output folder {out_dir} appeared during the export; pass export.overwrite=true")
         old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
         out_dir.rename(old)
     tmp.rename(out_dir)
@@ -199,14 +205,18 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
 def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str, fmt: str, max_drop: float,
                  calibration_samples: int, atol: float, rtol: float, parity_samples: int, batch_sizes: list[int],
                  latency_iters: int, price_per_hour: float, cost_batch: int, device: str, opset: int,
-                 verify_samples: int, source: dict[str, Any], final_dir: Path | None = None) -> dict[str, Any]:
+                 verify_samples: int, source: dict[str, Any], metric_choice: str | None,
+                 final_dir: Path | None = None) -> dict[str, Any]:
     module = module.eval().cpu()
     for stage in ("fit", "validate"):
         datamodule.setup(stage)
     val_loader = datamodule.val_dataloader
-    metric_name, metric = module_metric(module)
-    higher = bool(getattr(metric, "higher_is_better", True) is not False)
     first_x, _ = next(_batches(val_loader(), 2))
+    probe_x, probe_y = next(_batches(val_loader(), 64))
+    with torch.no_grad():
+        gate_metric = module_metric(module, module(probe_x), probe_y, metric_choice)
+    metric_name, metric, higher = gate_metric.name, gate_metric.metric, gate_metric.higher_is_better
+    log.info("export: gating on %s: %s", metric_name, gate_metric.source)
 
     # 1. fp32 ONNX + parity on real validation batches
     onnx_info = export_onnx(module, first_x, tmp / FP32_ONNX, opset=opset)
@@ -220,7 +230,8 @@ def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str
         "torch_fp32": {"file": None, "bytes": None, "runner": _torch_predict(module)},
         "ort_fp32": {"file": FP32_ONNX, "bytes": file_bytes(tmp / FP32_ONNX), "runner": _ort_predict(fp32_sess)},
     }
-    report: dict[str, Any] = {"gate": None, "quantization": None}
+    report: dict[str, Any] = {"gate": None, "quantization": None,
+                              "metric": {"name": metric_name, "source": gate_metric.source}}
 
     # 2. INT8 with ONNX Runtime, gated
     if quantize != "none":
@@ -367,7 +378,7 @@ def verify(out_dir: str | Path) -> dict[str, Any]:
     """
     folder = Path(out_dir)
     if not (folder / "report.json").is_file():
-        raise FileNotFoundError(f"verify={out_dir}: no export here (report.json missing)")
+        raise MissingInputError(f"verify={out_dir}: no export here (report.json missing)")
     problems = check_manifest(folder)
     if problems:
         raise VerifyError(f"verify={out_dir}: " + "; ".join(problems))

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from mlcost_pl.errors import UserInputError
+
 
 class GateFailedError(RuntimeError):
     """The quantized model lost more than ``max_accuracy_drop`` even with layers kept in fp32."""
@@ -41,23 +43,127 @@ class GateResult:
         return asdict(self)
 
 
-def module_metric(module: torch.nn.Module) -> tuple[str, Any]:
-    """The module's own validation metric: ``(log_key, fresh metric)``.
+#: ``export.metric=`` value that forces the built-in top-1 accuracy of the logits.
+TOP1 = "top1"
 
-    Looks for a ``torchmetrics.Metric`` attribute named ``val_*`` (``ImageClassifier.val_acc`` -> ``"val/acc"``).
 
-    Raises:
-        ValueError: the module has no ``val_*`` torchmetrics metric.
+@dataclass
+class GateMetric:
+    """The metric exports are gated on.
+
+    Attributes:
+        name: its key in the report (``val/acc`` for ``module.val_acc``, ``top1`` for the built-in one).
+        metric: a fresh ``torchmetrics.Metric`` (on CPU) that takes ``(logits, target)``.
+        source: one sentence saying where it came from, for the report.
+        higher_is_better: the metric's direction.
     """
+
+    name: str
+    metric: Any
+    source: str
+    higher_is_better: bool = True
+
+
+def _candidates(module: torch.nn.Module) -> list[tuple[str, Any]]:
+    """``(attribute name, metric)`` of the module's torchmetrics metrics, ``val_*`` first."""
     import torchmetrics
 
-    for name, child in module.named_children():
-        if isinstance(child, torchmetrics.Metric) and name.startswith("val_"):
-            metric = child.clone()
-            metric.reset()
-            return f"val/{name[4:]}", metric.cpu()
-    raise ValueError(
-        f"module: {type(module).__name__} has no torchmetrics metric attribute named val_* to evaluate exports with"
+    found = [(n, m) for n, m in module.named_modules() if n and isinstance(m, torchmetrics.Metric)]
+    return sorted(found, key=lambda nm: (not nm[0].split(".")[-1].startswith("val_"), nm[0]))
+
+
+def _key(attr: str) -> str:
+    leaf = attr.split(".")[-1]
+    return f"val/{leaf[4:]}" if leaf.startswith("val_") else leaf
+
+
+def _try(metric: Any, logits: torch.Tensor, target: torch.Tensor) -> str | None:
+    """None when ``metric`` takes ``(logits, target)`` and computes a scalar, else why not (one short phrase)."""
+    from torchmetrics.aggregation import BaseAggregator
+
+    if isinstance(metric, BaseAggregator):  # MeanMetric & co. average one value (a loss), not (logits, target)
+        return f"{type(metric).__name__} aggregates a single value"
+    probe = metric.clone().cpu()
+    probe.reset()
+    try:
+        probe.update(logits, target)
+        value = probe.compute()
+    except Exception as err:  # noqa: BLE001 - any failure means it does not take (logits, target)
+        return f"{type(err).__name__}: {' '.join(str(err).split())[:120]}"
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        return "does not compute a single number"
+    return None
+
+
+def _fresh(metric: Any) -> Any:
+    out = metric.clone().cpu()
+    out.reset()
+    return out
+
+
+def module_metric(module: torch.nn.Module, logits: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                  name: str | None = None) -> GateMetric:
+    """The metric to gate exports of ``module`` on, checked against a real ``(logits, target)`` batch.
+
+    * ``name`` given (``export.metric=``): the torchmetrics attribute of that name (``val_acc`` or its log key
+      ``val/acc``), or ``"top1"`` for the built-in top-1 accuracy; it must take ``(logits, target)``.
+    * otherwise the first torchmetrics attribute (``val_*`` ones first) that takes ``(logits, target)`` and computes
+      one number; ``MeanMetric``-style aggregators (a logged loss) are skipped.
+    * otherwise top-1 accuracy of the logits (``torchmetrics`` ``MulticlassAccuracy``, micro average), and the
+      report says so.
+
+    Args:
+        module: the model.
+        logits: the model's output on a validation batch; ``target`` its labels. ``None`` skips the check.
+        name: the metric to use, or ``None`` to choose.
+
+    Raises:
+        UserInputError: ``name`` is not a metric of the module or does not take ``(logits, target)``, or nothing
+            fits (one line listing the candidates and why each was refused).
+
+    Example:
+        >>> import torchmetrics
+        >>> m = torch.nn.Module()
+        >>> m.val_loss = torchmetrics.MeanMetric()
+        >>> m.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+        >>> module_metric(m, torch.randn(4, 3), torch.tensor([0, 1, 2, 1])).name
+        'val/acc'
+    """
+    candidates = _candidates(module)
+    checked = logits is not None and target is not None
+    refused: list[str] = []
+    if name is not None:
+        if name == TOP1:
+            candidates = []
+        else:
+            chosen = [(a, m) for a, m in candidates if name in (a, a.split(".")[-1], _key(a))]
+            if not chosen:
+                names = [a for a, _ in candidates] + [TOP1]
+                raise UserInputError(f"export.metric={name!r} is not a torchmetrics metric of "
+                                     f"{type(module).__name__}; candidates: {', '.join(names)}")
+            candidates = chosen
+    for attr, metric in candidates:
+        why = _try(metric, logits, target) if checked else None
+        if why is None:
+            return GateMetric(_key(attr), _fresh(metric), f"the module's own metric {attr} ({type(metric).__name__})",
+                              getattr(metric, "higher_is_better", True) is not False)
+        refused.append(f"{attr} ({why})")
+    if name is not None and name != TOP1:
+        raise UserInputError(f"export.metric={name!r} does not evaluate (logits, target): {refused[0]}")
+    if checked and logits.dim() == 2 and logits.shape[1] >= 2 and not target.is_floating_point():
+        from torchmetrics.classification import MulticlassAccuracy
+
+        top1 = MulticlassAccuracy(num_classes=int(logits.shape[1]), top_k=1, average="micro")
+        if _try(top1, logits, target) is None:
+            why = "export.metric=top1" if name == TOP1 else (
+                f"no torchmetrics metric of {type(module).__name__} takes (logits, target)"
+                + (f": {'; '.join(refused)}" if refused else ""))
+            return GateMetric(TOP1, top1, f"top-1 accuracy of the logits ({why})", True)
+    shape = f"logits {tuple(logits.shape)}, target {tuple(target.shape)} {target.dtype}" if checked else "no batch given"
+    raise UserInputError(
+        f"export: no metric to gate {type(module).__name__} on ({shape}); candidates: "
+        f"{'; '.join(refused) or 'none'}; top-1 accuracy needs (N, classes) logits and integer labels; "
+        "add a torchmetrics metric taking (logits, target) to the module or pass export.metric=<name>"
     )
 
 
@@ -70,7 +176,7 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[
         metric.update(predict(x), y)
         seen += len(y)
     if not seen:
-        raise ValueError("the validation split is empty: nothing to evaluate the export on")
+        raise UserInputError("the validation split is empty: nothing to evaluate the export on")
     value = float(metric.compute())
     metric.reset()
     return value
@@ -123,7 +229,7 @@ def run_gate(
         ValueError: ``max_drop`` is negative.
     """
     if max_drop < 0:
-        raise ValueError(f"export.max_accuracy_drop must be >= 0, got {max_drop}")
+        raise UserInputError(f"export.max_accuracy_drop must be >= 0, got {max_drop}")
     attempts: list[dict[str, Any]] = []
     value = evaluate_keeping([])
     drop = metric_drop(fp32, value, higher_is_better)

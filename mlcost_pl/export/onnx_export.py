@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlcost_pl.errors import UserInputError
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # protobuf cannot hold more than 2 GiB: above this, weights go to one `<name>.data` file next to the model.
@@ -46,7 +48,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path, opset:
         >>> info = export_onnx(TinyCNN(10, 1), torch.zeros(2, 1, 8, 8), "/tmp/tiny.onnx")  # doctest: +SKIP
     """
     if opset < 13:
-        raise ValueError(f"opset must be >= 13 (per-channel QDQ needs it), got {opset}")
+        raise UserInputError(f"opset must be >= 13 (per-channel QDQ needs it), got {opset}")
     path = Path(path)
     model = model.eval().cpu()
     sample = sample.detach().cpu().float()
@@ -130,7 +132,7 @@ def onnx_parity(
         ParityError: any element fails; the message gives the worst absolute and relative differences.
     """
     if atol < 0 or rtol < 0:
-        raise ValueError(f"parity tolerances must be >= 0, got atol={atol} rtol={rtol}")
+        raise UserInputError(f"parity tolerances must be >= 0, got atol={atol} rtol={rtol}")
     session = ort_session(onnx_path)
     model = model.eval().cpu()
     max_abs = max_rel = total_abs = 0.0
@@ -150,7 +152,7 @@ def onnx_parity(
         failing += int((excess > 0).sum())
         worst_excess = max(worst_excess, float(excess.max()))
     if samples == 0:
-        raise ValueError("parity check got no batches: the validation split is empty")
+        raise UserInputError("parity check got no batches: the validation split is empty")
     stats = {
         "max_abs": max_abs,
         "max_rel": max_rel,

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.export.onnx_export import INPUT_NAME, ort_session
+from mlcost_pl.utils.cpu import cpu_info, parse_cpuinfo
 
 QUANTIZE_MODES = ("int8_static", "int8_dynamic", "none")
 # Ops whose weights are quantized and whose error is ranked by the gate.
@@ -42,15 +44,7 @@ def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
         >>> cpu_features("flags : fpu avx2 avx512_vnni")["vnni"]
         True
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.split(":", 1)[0].strip() in ("flags", "Features"):
-            flags.update(line.split(":", 1)[1].split())
+    flags = cpu_info().flags if cpuinfo is None else parse_cpuinfo(cpuinfo).flags
     found = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
     return {
         "machine": platform.machine(),
@@ -168,7 +162,7 @@ def quantize_static(
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     if not calibration:
-        raise ValueError("export.calibration_samples: no calibration batches (the training split is empty?)")
+        raise UserInputError("export.calibration_samples: no calibration batches (the training split is empty?)")
     with _quiet_ort():
         ort_quantize_static(
             str(fp32_path),

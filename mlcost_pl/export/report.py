@@ -13,13 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from mlcost_pl.errors import UserInputError
+
 MANIFEST = "manifest.json"
 
 
 def latency_ms(fn: Callable[[], Any], iters: int = 20, warmup: int = 3) -> dict[str, float]:
     """p50/p99/mean wall time of ``fn()`` in milliseconds over ``iters`` calls after ``warmup`` calls."""
     if iters < 1:
-        raise ValueError(f"export.latency_iters must be >= 1, got {iters}")
+        raise UserInputError(f"export.latency_iters must be >= 1, got {iters}")
     for _ in range(warmup):
         fn()
     times = []
@@ -40,7 +42,7 @@ def usd_per_million(p50_ms: float, batch: int, price_per_hour: float) -> float:
         1.25
     """
     if batch < 1 or price_per_hour < 0:
-        raise ValueError(f"batch must be >= 1 and export.price_per_hour >= 0, got {batch}, {price_per_hour}")
+        raise UserInputError(f"batch must be >= 1 and export.price_per_hour >= 0, got {batch}, {price_per_hour}")
     return price_per_hour / 3600.0 * (p50_ms / 1e3) / batch * 1e6
 
 

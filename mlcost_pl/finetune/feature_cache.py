@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from mlcost_pl.errors import UserInputError
+
 
 class FeatureCache:
     """A per-sample memo of ``fn(x)`` for a batch function ``fn`` whose output row ``i`` depends only on input row ``i``.
@@ -36,7 +38,7 @@ class FeatureCache:
 
     def __init__(self, max_bytes: int = 2 << 30) -> None:
         if max_bytes < 1:
-            raise ValueError(f"cache_max_bytes must be >= 1, got {max_bytes}")
+            raise UserInputError(f"cache_max_bytes must be >= 1, got {max_bytes}")
         self.max_bytes = int(max_bytes)
         self._store: dict[bytes, torch.Tensor] = {}
         self.nbytes = 0

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from mlcost_pl.errors import UserInputError
+
 _BN = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -37,16 +39,16 @@ def resolve_modules(model: nn.Module, patterns: str | Sequence[str]) -> dict[str
         patterns = [patterns]
     patterns = list(patterns)
     if not patterns:
-        raise ValueError("modules must name at least one module (attribute name or glob), got []")
+        raise UserInputError("modules must name at least one module (attribute name or glob), got []")
     named = dict(model.named_modules())
     matched: set[str] = set()
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"modules: each entry must be a non-empty string, got {pattern!r}")
+            raise UserInputError(f"modules: each entry must be a non-empty string, got {pattern!r}")
         hits = [n for n in named if n and (n == pattern or fnmatch.fnmatchcase(n, pattern))]
         if not hits:
             top = [n for n, _ in model.named_children()]
-            raise ValueError(f"modules: {pattern!r} matches no submodule of {type(model).__name__}; top-level names: {top}")
+            raise UserInputError(f"modules: {pattern!r} matches no submodule of {type(model).__name__}; top-level names: {top}")
         matched.update(hits)
     # Keep outermost matches only: "backbone" and "backbone.*" both matched means "backbone".
     outer = [n for n in named if n in matched and not any(n.startswith(m + ".") for m in matched if m != n)]
@@ -113,7 +115,7 @@ def split_groups(modules: dict[str, nn.Module], num_groups: int) -> list[dict[st
         [['2'], ['1'], ['0']]
     """
     if num_groups < 1:
-        raise ValueError(f"groups must be >= 1, got {num_groups}")
+        raise UserInputError(f"groups must be >= 1, got {num_groups}")
     blocks = [(n, m) for n, m in modules.items() if any(True for _ in m.parameters())]
     while len(blocks) < num_groups:
         expanded, grew = [], False
@@ -129,7 +131,7 @@ def split_groups(modules: dict[str, nn.Module], num_groups: int) -> list[dict[st
         if not grew:
             break
     if len(blocks) < num_groups:
-        raise ValueError(f"groups={num_groups} but the frozen modules have only {len(blocks)} parameter blocks: {[n for n, _ in blocks]}")
+        raise UserInputError(f"groups={num_groups} but the frozen modules have only {len(blocks)} parameter blocks: {[n for n, _ in blocks]}")
     # Contiguous runs of near-equal size, counted from the head end.
     blocks = blocks[::-1]
     size, extra = divmod(len(blocks), num_groups)

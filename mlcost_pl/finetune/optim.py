@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from mlcost_pl.errors import UserInputError
+
 # Per-group keys that OneCycleLR/CyclicLR-style schedulers keep in the param group, scaled with the LR.
 _LR_KEYS = ("initial_lr", "max_lr", "min_lr")
 
@@ -50,7 +52,7 @@ def add_param_group(
         0.05
     """
     if not lr_multiplier > 0:
-        raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier}")
+        raise UserInputError(f"lr_multiplier must be > 0, got {lr_multiplier}")
     present = params_in(optimizer)
     seen: set[int] = set()
     new = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mlcost_pl.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class UnfreezeSchedule:
@@ -40,21 +42,21 @@ class UnfreezeSchedule:
 
     def __post_init__(self) -> None:
         if self.interval not in ("epoch", "step"):
-            raise ValueError(f"unfreeze_interval must be 'epoch' or 'step', got {self.interval!r}")
+            raise UserInputError(f"unfreeze_interval must be 'epoch' or 'step', got {self.interval!r}")
         if self.at is not None and (not isinstance(self.at, int) or self.at < 0):
-            raise ValueError(f"unfreeze_at must be None or an int >= 0, got {self.at!r}")
+            raise UserInputError(f"unfreeze_at must be None or an int >= 0, got {self.at!r}")
         if not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"unfreeze_every must be an int >= 1, got {self.every!r}")
+            raise UserInputError(f"unfreeze_every must be an int >= 1, got {self.every!r}")
         if not isinstance(self.groups, int) or self.groups < 1:
-            raise ValueError(f"groups must be an int >= 1, got {self.groups!r}")
+            raise UserInputError(f"groups must be an int >= 1, got {self.groups!r}")
         if isinstance(self.lr_multipliers, (int, float)):
             mults = (float(self.lr_multipliers),) * self.groups
         else:
             mults = tuple(float(m) for m in self.lr_multipliers)
             if len(mults) != self.groups:
-                raise ValueError(f"lr_multipliers has {len(mults)} entries but groups={self.groups}; give one per group or a single float")
+                raise UserInputError(f"lr_multipliers has {len(mults)} entries but groups={self.groups}; give one per group or a single float")
         if any(not m > 0 for m in mults):
-            raise ValueError(f"lr_multipliers must all be > 0, got {list(mults)}")
+            raise UserInputError(f"lr_multipliers must all be > 0, got {list(mults)}")
         object.__setattr__(self, "_mults", mults)
 
     def threshold(self, group: int) -> int | None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 
 import torch
 from torch import nn
 
-from mlcost_pl.utils.fs import get_fs
+from mlcost_pl.errors import UserInputError
+from mlcost_pl.utils.fs import write_atomic
 
 
 def save_weights(module: nn.Module, url: str) -> str:
@@ -27,28 +26,8 @@ def save_weights(module: nn.Module, url: str) -> str:
         'memory://doc/linear.pt'
     """
     if not url:
-        raise ValueError("finetune.backbone_path must be a path or fsspec URL, got an empty value")
+        raise UserInputError("finetune.backbone_path must be a path or fsspec URL, got an empty value")
     buf = io.BytesIO()
     torch.save(module.state_dict(), buf)
-    fs, path = get_fs(url)
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    else:
-        parent = path.rsplit("/", 1)[0]
-        if parent and parent != path:
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(path, "wb") as f:
-            f.write(buf.getvalue())
+    write_atomic(url, buf.getvalue())
     return url

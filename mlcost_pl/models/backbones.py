@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlcost_pl.errors import UserInputError
+
 # Attribute names under which torchvision classification models keep their classifier, in lookup order.
 _HEAD_ATTRS = ("fc", "classifier", "heads", "head")
 
@@ -49,11 +51,11 @@ class TinyCNN(nn.Module):
         return self.fc(self.features(x))
 
 
-def _unknown_backbone(name: str) -> ValueError:
+def _unknown_backbone(name: str) -> UserInputError:
     names = available_backbones()
     near = difflib.get_close_matches(name, names, n=5)
     hint = f" Did you mean: {', '.join(near)}?" if near else ""
-    return ValueError(f"model.backbone={name!r} is not a torchvision classification model.{hint} Valid names: {', '.join(names)}")
+    return UserInputError(f"model.backbone={name!r} is not a torchvision classification model.{hint} Valid names: {', '.join(names)}")
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
@@ -81,7 +83,7 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
                         new.bias.copy_(child.bias)
                 setattr(parent, child_name, new)
                 return
-    raise ValueError("model has no Conv2d layer whose input channels could be adapted (model.in_channels)")
+    raise UserInputError("model has no Conv2d layer whose input channels could be adapted (model.in_channels)")
 
 
 def _last_linear(module: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
@@ -92,7 +94,7 @@ def _last_linear(module: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
             if isinstance(child, nn.Linear):
                 found = (parent, child_name, child)
     if found is None:
-        raise ValueError(f"classifier {type(module).__name__} has no nn.Linear layer to resize")
+        raise UserInputError(f"classifier {type(module).__name__} has no nn.Linear layer to resize")
     return found
 
 
@@ -119,7 +121,7 @@ def build_backbone(
     """
     if name == "tiny_cnn":
         if weights is not None:
-            raise ValueError("model.weights: tiny_cnn has no pretrained weights; use model.weights_path")
+            raise UserInputError("model.weights: tiny_cnn has no pretrained weights; use model.weights_path")
         net: nn.Module = TinyCNN(num_classes=num_classes, in_channels=in_channels)
     else:
         import torchvision.models as tvm
@@ -132,7 +134,7 @@ def build_backbone(
                 kwargs["weights"] = tvm.get_model_weights(name)[weights]
             except KeyError:
                 valid = [w.name for w in tvm.get_model_weights(name)] + ["DEFAULT"]
-                raise ValueError(f"model.weights={weights!r} is not a weights name of {name}; valid: {valid}") from None
+                raise UserInputError(f"model.weights={weights!r} is not a weights name of {name}; valid: {valid}") from None
         else:
             kwargs["num_classes"] = num_classes
         net = tvm.get_model(name, **kwargs)
@@ -144,7 +146,7 @@ def build_backbone(
         if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
             break
     else:
-        raise ValueError(f"model.backbone={name!r}: no classifier found under {_HEAD_ATTRS}; it cannot be split")
+        raise UserInputError(f"model.backbone={name!r}: no classifier found under {_HEAD_ATTRS}; it cannot be split")
     if isinstance(head, nn.Linear):
         if head.out_features != num_classes:
             head = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
@@ -161,4 +163,4 @@ def _first_linear_in(module: nn.Module) -> int:
     for m in module.modules():
         if isinstance(m, nn.Linear):
             return m.in_features
-    raise ValueError(f"{type(module).__name__} has no nn.Linear")
+    raise UserInputError(f"{type(module).__name__} has no nn.Linear")

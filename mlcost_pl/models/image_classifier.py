@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from typing_extensions import override
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.models.backbones import build_backbone
 from mlcost_pl.utils.fs import load_torch
 
@@ -59,11 +60,11 @@ class ImageClassifier(LightningModule):
     ) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise UserInputError(f"num_classes must be >= 2, got {num_classes}")
         if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+            raise UserInputError(f"in_channels must be >= 1, got {in_channels}")
         if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+            raise UserInputError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.backbone, self.head, self.num_features = build_backbone(backbone, num_classes, in_channels, weights)
         if weights_path is not None:
@@ -87,7 +88,7 @@ class ImageClassifier(LightningModule):
         else:
             missing, _ = self.backbone.load_state_dict(state, strict=False)
         if missing:
-            raise ValueError(f"model.weights_path={url}: backbone keys missing from the file: {missing[:5]}")
+            raise UserInputError(f"model.weights_path={url}: backbone keys missing from the file: {missing[:5]}")
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:

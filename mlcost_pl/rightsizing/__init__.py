@@ -1,12 +1,15 @@
-"""Right-sizing: pure batch-size search strategies, CPU peak-memory measurement and the on-disk result cache.
+"""Right-sizing: pure batch-size search strategies, CPU peak-memory measurement, the on-disk result cache and the
+trial steps (:mod:`mlcost_pl.rightsizing.probe`).
 
-No Trainer here; :class:`mlcost_pl.callbacks.BatchSizeSearch` is the Lightning adapter.
+:class:`mlcost_pl.callbacks.BatchSizeSearch` is the Lightning adapter.
 """
 
 from mlcost_pl.rightsizing.cache import SearchCache, cache_key
 from mlcost_pl.rightsizing.memory import StepMemory, measure_step_memory
 from mlcost_pl.rightsizing.search import (
     SearchResult,
+    expected_saving,
+    explain_choice,
     fit_global_batch,
     max_fit_search,
     min_over_ranks,
@@ -19,6 +22,8 @@ __all__ = [
     "SearchResult",
     "StepMemory",
     "cache_key",
+    "expected_saving",
+    "explain_choice",
     "fit_global_batch",
     "max_fit_search",
     "measure_step_memory",

@@ -1,6 +1,6 @@
 """On-disk cache of batch-size search results, keyed by model signature, device, input shape and precision.
 
-One JSON file; writes go to a temporary file in the same folder and are moved into place with ``os.replace`` under an
+One JSON file; writes go through :func:`mlcost_pl.utils.fs.atomic_write_local` under an
 advisory lock, so a reader never sees a torn file and two writers do not lose each other's entries.
 """
 
@@ -10,11 +10,12 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from mlcost_pl.utils.fs import atomic_write_local
 
 DEFAULT_FILE = "batch_size_search.json"
 
@@ -80,15 +81,7 @@ class SearchCache:
         with self._lock():
             entries = self._read()
             entries[key] = value
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"version": 1, "entries": entries}, f, indent=1, sort_keys=True)
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            atomic_write_local(self.path, json.dumps({"version": 1, "entries": entries}, indent=1, sort_keys=True))
 
     @contextlib.contextmanager
     def _lock(self):

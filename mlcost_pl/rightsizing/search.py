@@ -7,8 +7,11 @@ caller; nothing here knows about Lightning, CUDA or memory.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from mlcost_pl.errors import UserInputError
 
 
 @dataclass
@@ -20,12 +23,17 @@ class SearchResult:
         largest_fit: the largest batch size that was seen to fit (``max_fit``) or the largest measured (``throughput``).
         trials: ``(batch_size, fits)`` in the order they were tried.
         samples_per_s: measured throughput per batch size (``throughput`` mode only).
+        search_s: seconds the trials took (``throughput`` mode; 0 when not timed).
+        stopped: why the search stopped (``throughput`` mode): ``"does not fit"``, ``"max_batch_size"``,
+            ``"slower"``, ``"max_trials"`` or ``"time budget"``.
     """
 
     batch_size: int
     largest_fit: int
     trials: list[tuple[int, bool]] = field(default_factory=list)
     samples_per_s: dict[int, float] = field(default_factory=dict)
+    search_s: float = 0.0
+    stopped: str = ""
 
     @property
     def num_trials(self) -> int:
@@ -34,11 +42,11 @@ class SearchResult:
 
 def _check(init: int, max_batch_size: int | None, max_trials: int) -> None:
     if init < 1:
-        raise ValueError(f"init_batch_size must be >= 1, got {init}")
+        raise UserInputError(f"init_batch_size must be >= 1, got {init}")
     if max_batch_size is not None and max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+        raise UserInputError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
     if max_trials < 2:
-        raise ValueError(f"max_trials must be >= 2, got {max_trials}")
+        raise UserInputError(f"max_trials must be >= 2, got {max_trials}")
 
 
 def max_fit_search(
@@ -78,11 +86,11 @@ def max_fit_search(
     """
     _check(init, max_batch_size, max_trials)
     if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+        raise UserInputError(f"tolerance must be in [0, 1), got {tolerance}")
     if not 0 <= safety_margin < 1:
-        raise ValueError(f"safety_margin must be in [0, 1), got {safety_margin}")
+        raise UserInputError(f"safety_margin must be in [0, 1), got {safety_margin}")
     if growth <= 1:
-        raise ValueError(f"growth must be > 1, got {growth}")
+        raise UserInputError(f"growth must be > 1, got {growth}")
     cap = max_batch_size if max_batch_size is not None else math.inf
     trials: list[tuple[int, bool]] = []
 
@@ -127,9 +135,9 @@ def pick_throughput(samples_per_s: dict[int, float], tolerance: float = 0.05) ->
         64
     """
     if not samples_per_s:
-        raise ValueError("samples_per_s is empty: no batch size could be measured")
+        raise UserInputError("samples_per_s is empty: no batch size could be measured")
     if not 0 <= tolerance < 1:
-        raise ValueError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
+        raise UserInputError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
     best = max(samples_per_s.values())
     return min(b for b, v in samples_per_s.items() if v >= (1 - tolerance) * best)
 
@@ -141,8 +149,15 @@ def throughput_search(
     tolerance: float = 0.05,
     max_trials: int = 16,
     patience: int = 3,
+    max_seconds: float | Callable[[dict[int, float]], float | None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> SearchResult:
     """Measure samples/s at ``init * 2**k`` until a batch does not fit, the bound, or ``patience`` drops; pick one.
+
+    With ``max_seconds`` the search also stops before a trial that would end past that many seconds of searching.
+    The next trial is expected to take the last one's time scaled by the batch ratio (a trial's time grows at most
+    linearly with the batch once the device is busy). ``max_seconds`` may be a function of the speeds measured so
+    far (e.g. a share of the run time they predict); ``None`` from it means no bound yet.
 
     Args:
         measure: trial; samples/s at that batch size, or ``None`` when it does not fit.
@@ -151,6 +166,8 @@ def throughput_search(
         tolerance: pick the smallest batch within this fraction of the best throughput.
         max_trials: budget of calls to ``measure``.
         patience: stop after this many consecutive candidates slower than the best so far.
+        max_seconds: time budget of the search, or a function ``speeds -> budget``; ``None``: unbounded.
+        clock: seconds, monotonic (inject one in tests).
 
     Raises:
         ValueError: an argument out of range (named).
@@ -162,29 +179,72 @@ def throughput_search(
     """
     _check(init, max_batch_size, max_trials)
     if not 0 <= tolerance < 1:
-        raise ValueError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
+        raise UserInputError(f"throughput_tolerance must be in [0, 1), got {tolerance}")
     cap = max_batch_size if max_batch_size is not None else math.inf
     trials: list[tuple[int, bool]] = []
     speeds: dict[int, float] = {}
-    b, slower = int(min(init, cap)), 0
+    b, slower, stopped = int(min(init, cap)), 0, "max_trials"
+    start = clock()
     while len(trials) < max_trials:
+        t0 = clock()
         sps = measure(b)
+        last_s = clock() - t0
         trials.append((b, sps is not None))
         if sps is None:
             if speeds or b == 1:
+                stopped = "does not fit"
                 break
             b = max(1, b // 2)  # init does not fit: go down
             continue
         slower = slower + 1 if speeds and sps < max(speeds.values()) else 0
         speeds[b] = float(sps)
-        if b >= cap or slower >= patience or (trials[0][1] is False):
+        if trials[0][1] is False:  # came down from a batch that did not fit: the largest that fits is this one
+            stopped = "does not fit"
             break
-        b = int(min(b * 2, cap))
+        if b >= cap:
+            stopped = "max_batch_size"
+            break
+        if slower >= patience:
+            stopped = "slower"
+            break
+        nxt = int(min(b * 2, cap))
+        budget = max_seconds(dict(speeds)) if callable(max_seconds) else max_seconds
+        if budget is not None and (clock() - start) + last_s * nxt / b > budget:
+            stopped = "time budget"
+            break
+        b = nxt
+    search_s = clock() - start
     if not speeds:
-        return SearchResult(batch_size=0, largest_fit=0, trials=trials)
+        return SearchResult(batch_size=0, largest_fit=0, trials=trials, search_s=search_s, stopped=stopped)
     return SearchResult(
-        batch_size=pick_throughput(speeds, tolerance), largest_fit=max(speeds), trials=trials, samples_per_s=speeds
+        batch_size=pick_throughput(speeds, tolerance), largest_fit=max(speeds), trials=trials, samples_per_s=speeds,
+        search_s=search_s, stopped=stopped,
     )
+
+
+def expected_saving(total_samples: float, baseline_sps: float, chosen_sps: float, search_s: float = 0.0) -> dict[str, float]:
+    """What training ``total_samples`` at ``chosen_sps`` instead of ``baseline_sps`` is expected to save.
+
+    Returns:
+        ``baseline_s`` and ``chosen_s`` (expected training seconds), ``saving_s`` (their difference minus the
+        ``search_s`` spent finding it; negative when the search cost more than it saves) and ``saving_share``
+        (``saving_s / baseline_s``).
+
+    Raises:
+        ValueError: a non-positive throughput or a negative sample count.
+
+    Example:
+        >>> expected_saving(10_000, baseline_sps=100.0, chosen_sps=250.0, search_s=10.0)["saving_s"]
+        50.0
+    """
+    if baseline_sps <= 0 or chosen_sps <= 0:
+        raise UserInputError(f"throughputs must be > 0, got baseline {baseline_sps} and chosen {chosen_sps}")
+    if total_samples < 0:
+        raise UserInputError(f"total_samples must be >= 0, got {total_samples}")
+    baseline_s, chosen_s = total_samples / baseline_sps, total_samples / chosen_sps
+    saving = baseline_s - chosen_s - search_s
+    return {"baseline_s": baseline_s, "chosen_s": chosen_s, "saving_s": saving,
+            "saving_share": saving / baseline_s if baseline_s > 0 else 0.0}
 
 
 def fit_global_batch(per_device: int, global_batch: int, world_size: int = 1) -> tuple[int, int]:
@@ -202,9 +262,9 @@ def fit_global_batch(per_device: int, global_batch: int, world_size: int = 1) ->
         (64, 1)
     """
     if per_device < 1:
-        raise ValueError(f"per_device batch size must be >= 1, got {per_device}")
+        raise UserInputError(f"per_device batch size must be >= 1, got {per_device}")
     if global_batch < 1 or world_size < 1 or global_batch % world_size:
-        raise ValueError(f"global_batch_size={global_batch} must be a positive multiple of world_size={world_size}")
+        raise UserInputError(f"global_batch_size={global_batch} must be a positive multiple of world_size={world_size}")
     per_rank = global_batch // world_size
     b = next(d for d in range(min(per_device, per_rank), 0, -1) if per_rank % d == 0)
     return b, per_rank // b
@@ -224,3 +284,72 @@ def min_over_ranks(value: int, group: object | None = None) -> int:
     t = torch.tensor([int(value)], dtype=torch.long, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
     return int(t.item())
+
+
+def explain_choice(
+    mode: str,
+    result: SearchResult,
+    original: int,
+    batch: int,
+    accumulate: int,
+    global_batch: int,
+    world_size: int = 1,
+    keep_global_batch: bool = True,
+    lr_scale: float = 1.0,
+    saving: dict[str, float] | None = None,
+    baseline_batch: int | None = None,
+) -> str:
+    """One line saying what a batch-size search found, what is used, why, and how to get the other choice.
+
+    Args:
+        mode: ``"max_fit"`` or ``"throughput"``.
+        result: the search result (``batch_size`` agreed by all ranks).
+        original: the per-device batch configured before the search.
+        batch: the per-device batch used; ``accumulate`` the gradient accumulation set.
+        global_batch: the global batch before the search.
+        world_size: number of ranks.
+        keep_global_batch: whether the global batch was held constant.
+        lr_scale: the factor applied to the learning rates.
+        saving: :func:`expected_saving` of the choice (throughput mode).
+        baseline_batch: the batch ``saving`` compares against.
+
+    Example:
+        >>> r = SearchResult(batch_size=713, largest_fit=728)
+        >>> line = explain_choice("max_fit", r, original=4, batch=4, accumulate=1, global_batch=4)
+        >>> "fits: 728" in line and "keep_global_batch=False" in line
+        True
+    """
+    new_global = batch * accumulate * world_size
+    ranks = f" x {world_size} ranks" if world_size > 1 else ""
+    if mode == "max_fit":
+        found = f"largest batch that fits: {result.largest_fit}"
+        if result.batch_size != result.largest_fit:
+            found += f" ({result.batch_size} after safety_margin)"
+    else:
+        speeds = ", ".join(f"{b}: {v:.0f}" for b, v in sorted(result.samples_per_s.items()))
+        best = max(result.samples_per_s, key=result.samples_per_s.__getitem__) if result.samples_per_s else result.batch_size
+        found = f"fastest: batch {result.batch_size}"
+        if best != result.batch_size:
+            found += f" (within throughput_tolerance of {best})"
+        found += f"; samples/s by batch {{{speeds}}}"
+        if result.stopped:
+            found += f", stopped: {result.stopped}"
+    used = f"using batch_size {batch}" + (f" x accumulate_grad_batches {accumulate}" if accumulate > 1 else "")
+    if keep_global_batch:
+        per_rank = global_batch // max(world_size, 1)
+        if result.batch_size >= per_rank:
+            why = (f"keep_global_batch=True holds the global batch at {global_batch} (batch {batch} x accumulate {accumulate}{ranks})"
+                   f"{', which already fits' if mode == 'max_fit' else ''}; pass keep_global_batch=False (with "
+                   f"lr_scaling='linear' or 'sqrt') or global_batch_size=N to let the batch grow")
+        else:
+            why = (f"{per_rank} per device {'does not fit' if mode == 'max_fit' else 'is not the pick'}, so "
+                   f"keep_global_batch=True accumulates {accumulate} batches to keep the global batch at {global_batch}")
+    else:
+        why = f"keep_global_batch=False: global batch {global_batch} -> {new_global}, learning rates x{lr_scale:.3g}"
+        if lr_scale == 1.0 and new_global != global_batch:
+            why += " (lr_scaling='none'; 'linear' or 'sqrt' scales them)"
+    line = f"BatchSizeSearch({mode}): {found}; {used} (was {original}): {why}"
+    if saving is not None:
+        line += (f"; expected saving {saving['saving_s']:.1f}s ({100 * saving['saving_share']:.1f}% of "
+                 f"{saving['baseline_s']:.1f}s at batch {baseline_batch}, search time included)")
+    return line

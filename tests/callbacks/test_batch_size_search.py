@@ -208,3 +208,29 @@ def test_from_hydra_on_top_of_the_default_callbacks(tmp_path):
     found, batch = cb.result.batch_size, objects["datamodule"].batch_size
     assert 1 <= found < 512 and batch <= found  # 512 does not fit in 4 MiB on tiny_cnn 16x16
     assert batch * objects["trainer"].accumulate_grad_batches == 512  # global batch kept
+
+
+def test_max_fit_line_says_what_fits_what_is_used_why_and_how_to_grow(tmp_path, caplog):
+    model = HiddenLimitModel(limit=728, batch_size=4)  # batch 4 already fits: keep_global_batch keeps it
+    cb = BatchSizeSearch(mode="max_fit", keep_global_batch=True, use_cache=False)
+    with caplog.at_level("INFO"):
+        _trainer(cb, tmp_path, steps=1).fit(model)
+    line = next(r.getMessage() for r in caplog.records if "BatchSizeSearch(max_fit)" in r.getMessage())
+    assert f"largest batch that fits: {cb.result.largest_fit}" in line and cb.result.largest_fit >= 700
+    assert "using batch_size 4 (was 4)" in line and "already fits" in line
+    assert "keep_global_batch=False" in line and model.batch_size == 4
+
+
+def test_throughput_search_is_bounded_by_a_share_of_the_run_and_reports_the_saving(tmp_path, caplog):
+    model = HiddenLimitModel(limit=4096, batch_size=16)
+    cb = BatchSizeSearch(mode="throughput", init_batch_size=16, keep_global_batch=False, use_cache=False)
+    with caplog.at_level("INFO"):
+        _trainer(cb, tmp_path, steps=1).fit(model)  # a one-step run: searching cannot pay for itself
+    assert cb.result.stopped == "time budget" and cb.result.num_trials == 1 and model.batch_size == 16
+    assert cb.metrics["batch_size_search/expected_saving_s"] < 0  # the search cost more than it can save
+    line = next(r.getMessage() for r in caplog.records if "BatchSizeSearch(throughput)" in r.getMessage())
+    assert "stopped: time budget" in line and "expected saving" in line
+    unbounded = BatchSizeSearch(mode="throughput", init_batch_size=16, keep_global_batch=False, use_cache=False,
+                                max_search_share=None, max_trials=3)
+    _trainer(unbounded, tmp_path, steps=1).fit(HiddenLimitModel(limit=4096, batch_size=16))
+    assert unbounded.result.num_trials == 3

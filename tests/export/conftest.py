@@ -9,25 +9,16 @@ import torch
 
 from mlcost_pl.data import DigitsDataModule
 from mlcost_pl.models import ImageClassifier
+from tests.helpers.plain_fit import plain_fit
 
 
 def train_tiny(epochs: int = 12, seed: int = 0, model: torch.nn.Module | None = None) -> tuple[ImageClassifier, DigitsDataModule]:
     """A plain training loop (much cheaper than a Trainer for a test fixture); reaches ~0.97 val accuracy."""
-    torch.manual_seed(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is faster, and much faster when the cores are shared
     dm = DigitsDataModule(image_size=8, batch_size=64)
-    dm.setup("fit")
+    torch.manual_seed(seed)
     model = model or ImageClassifier("tiny_cnn", num_classes=10, in_channels=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(epochs):
-        for x, y in dm.train_dataloader():
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    torch.set_num_threads(threads)
-    return model.eval(), dm
+    # a tiny model: one thread is faster, and much faster when the cores are shared
+    return plain_fit(model, dm, epochs, lr=1e-2, seed=seed, threads=1), dm
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import torch
 
 import pytest
+from hydra.errors import InstantiationException
 
-from mlcost_pl.callbacks.store_config import CONFIG_KEY
+from mlcost_pl.config import CONFIG_KEY
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.export import load_training_checkpoint
+from mlcost_pl.export.checkpoint_io import untrusted_targets
 
 CFG = {
     "model": {"_target_": "mlcost_pl.models.ImageClassifier", "backbone": "tiny_cnn", "num_classes": 10, "in_channels": 1,
@@ -69,3 +72,41 @@ def test_spot_checkpoint_directory_uses_newest_verified(trained, tmp_path):
     x = torch.randn(2, 1, 8, 8)
     with torch.inference_mode():
         assert torch.equal(ckpt.module(x), model.eval()(x))
+
+
+RAN: list[str] = []
+
+
+def _record(what: str) -> str:
+    RAN.append(what)
+    return what
+
+
+class Payload:
+    """Unpickling this runs code (as any pickled object can): it calls ``_record``."""
+
+    def __reduce__(self):
+        return (_record, ("code ran",))
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused_unless_trusted(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": model.state_dict(), CONFIG_KEY: CFG, "hyper_parameters": Payload()}, path)
+    RAN.clear()
+    with pytest.raises(UserInputError, match=r"safe loading .*weights_only=True.* export.trust_checkpoint=true"):
+        load_training_checkpoint(str(path))
+    assert RAN == []  # nothing in the file ran
+    assert load_training_checkpoint(str(path), trust_checkpoint=True).module is not None
+    assert RAN == ["code ran"]
+
+
+def test_stored_targets_outside_the_allow_list_are_refused_unless_trusted(trained, tmp_path):
+    model, _ = trained
+    evil = {**CFG, "data": {**CFG["data"], "transform": {"_target_": "os.getcwd"}}}
+    path = _ckpt(tmp_path / "t.ckpt", model, config=evil)
+    with pytest.raises(UserInputError, match=r"outside mlcost_pl, torchvision, torch.nn \(data.transform._target_=os.getcwd\)"):
+        load_training_checkpoint(str(path))
+    assert untrusted_targets(CFG) == ["model.optimizer._target_=torch.optim.AdamW"]  # listed, but never built
+    with pytest.raises(InstantiationException, match="unexpected keyword argument 'transform'"):
+        load_training_checkpoint(str(path), trust_checkpoint=True)  # trusted: built (DigitsDataModule then rejects it)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import torchmetrics
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.export import GateFailedError, export
 from mlcost_pl.export.gate import exclusion_schedule, metric_drop, module_metric, run_gate
 from tests.export.conftest import CalibrationShift, ConvOnly, train_tiny
@@ -32,10 +35,74 @@ def test_run_gate_keeps_worst_layers_until_it_passes():
 
 
 def test_module_metric_is_the_modules_own(trained):
-    name, metric = module_metric(trained[0])
-    assert name == "val/acc" and type(metric).__name__ == "MulticlassAccuracy"
-    with pytest.raises(ValueError, match="no torchmetrics metric"):
-        module_metric(__import__("torch").nn.Linear(2, 2))
+    chosen = module_metric(trained[0])
+    assert chosen.name == "val/acc" and type(chosen.metric).__name__ == "MulticlassAccuracy"
+    assert "val_acc" in chosen.source
+    with pytest.raises(ValueError, match="no metric to gate Linear on"):
+        module_metric(torch.nn.Linear(2, 2))
+
+
+class _Net(torch.nn.Module):
+    """A hand-written model: metrics as users declare them, or none at all (accuracy computed by hand)."""
+
+    def __init__(self, metrics: dict | None = None) -> None:
+        super().__init__()
+        for name, metric in (metrics or {}).items():
+            setattr(self, name, metric)
+        self.net = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+LOGITS, TARGET = torch.randn(16, 3), torch.randint(0, 3, (16,))
+
+
+def test_a_loss_metric_declared_first_is_skipped():
+    net = _Net({"val_loss": torchmetrics.MeanMetric(), "val_acc": torchmetrics.Accuracy(task="multiclass", num_classes=3)})
+    chosen = module_metric(net, LOGITS, TARGET)
+    assert chosen.name == "val/acc" and "MeanMetric" not in type(chosen.metric).__name__
+
+
+def test_a_metric_that_does_not_take_logits_and_target_is_skipped():
+    net = _Net({"val_f1": torchmetrics.F1Score(task="binary"), "val_acc": torchmetrics.Accuracy(task="multiclass", num_classes=3)})
+    assert module_metric(net, LOGITS, TARGET).name == "val/acc"
+
+
+def test_no_metric_at_all_gates_on_top1_of_the_logits_and_says_so():
+    chosen = module_metric(_Net(), LOGITS, TARGET)
+    assert chosen.name == "top1" and "top-1 accuracy of the logits" in chosen.source
+    expected = float((LOGITS.argmax(1) == TARGET).float().mean())
+    chosen.metric.update(LOGITS, TARGET)
+    assert float(chosen.metric.compute()) == pytest.approx(expected)
+
+
+def test_export_metric_names_one_or_fails_in_one_line_listing_candidates():
+    net = _Net({"val_loss": torchmetrics.MeanMetric(), "val_acc": torchmetrics.Accuracy(task="multiclass", num_classes=3),
+                "val_top2": torchmetrics.Accuracy(task="multiclass", num_classes=3, top_k=2)})
+    assert module_metric(net, LOGITS, TARGET, name="val/top2").name == "val/top2"
+    assert module_metric(net, LOGITS, TARGET, name="val_top2").name == "val/top2"
+    assert module_metric(net, LOGITS, TARGET, name="top1").name == "top1"
+    with pytest.raises(UserInputError, match=r"export.metric='val_f1' is not .* candidates: val_acc, val_loss, val_top2, top1"):
+        module_metric(net, LOGITS, TARGET, name="val_f1")
+    with pytest.raises(UserInputError, match=r"export.metric='val_loss' does not evaluate \(logits, target\)"):
+        module_metric(net, LOGITS, TARGET, name="val_loss")
+
+
+def test_nothing_fits_is_one_line_listing_candidates():
+    net = _Net({"val_loss": torchmetrics.MeanMetric()})
+    with pytest.raises(UserInputError) as err:
+        module_metric(net, torch.randn(16), torch.randn(16))  # a regression output: no top-1 either
+    text = str(err.value)
+    assert "\n" not in text and "val_loss (MeanMetric aggregates a single value)" in text and "export.metric=" in text
+
+
+def test_export_of_a_module_without_metrics_gates_on_top1(trained, tmp_path):
+    model, dm = trained
+    plain = torch.nn.Sequential(model.backbone, model.head)  # the same weights, no torchmetrics attribute
+    report = export(plain, dm, tmp_path / "out", **FAST)
+    assert report["metric"]["name"] == "top1" and "top-1 accuracy of the logits" in report["metric"]["source"]
+    assert report["gate"]["passed"] and report["gate"]["metric"] == "top1" and report["metrics"]["torch_fp32"] > 0.9
 
 
 def test_bad_calibration_falls_back_to_fp32_layers(trained, tmp_path):

@@ -77,9 +77,12 @@ def test_gate_failure_is_a_nonzero_exit_with_figures(tmp_path, capsys):
     config = {"model": {"_target_": "tests.export.conftest.ConvOnly"},
               "data": {"_target_": "tests.export.conftest.ShiftedDigits", "image_size": 8, "calibration_scale": 0.0}}
     torch.save({"state_dict": model.state_dict(), "mlcost_training_config": config}, tmp_path / "conv.ckpt")
-    cfg = _cfg(tmp_path, f"ckpt_path={tmp_path / 'conv.ckpt'}", f"out_dir={tmp_path / 'g'}", "export.max_accuracy_drop=0.05")
+    args = (f"ckpt_path={tmp_path / 'conv.ckpt'}", f"out_dir={tmp_path / 'g'}", "export.max_accuracy_drop=0.05")
+    with pytest.raises(SystemExit) as exit_:  # its config names classes outside the allow-list: refused, one line
+        run(_cfg(tmp_path, *args))
+    assert exit_.value.code == 2 and "export.trust_checkpoint=true" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        run(cfg)
+        run(_cfg(tmp_path, *args, "export.trust_checkpoint=true"))
     assert exit_.value.code == GATE_FAILED_EXIT
     err = capsys.readouterr().err
     assert "accuracy gate failed: val/acc fp32 0." in err and "drops per attempt" in err and "No export was written" in err

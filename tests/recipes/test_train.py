@@ -103,7 +103,7 @@ def test_a_changed_config_is_refused_in_one_line_and_history_is_kept(tmp_path, c
         _train_cli(compose_cfg("train", fast_overrides("optimizer.lr=0.1"), tmp_path))
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: RunConfigChangedError:")
+    assert len(err) == 1 and err[0].startswith("error: ValueError: run ")
     assert "optimizer.lr: 0.002 -> 0.1" in err[0] and "extend_to_epochs=N" in err[0] and "run_name=" in err[0]
     assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").read_text() == first_csv
     assert not (tmp_path / "run" / "csv" / "version_1").exists()

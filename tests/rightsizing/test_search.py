@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mlcost_pl.rightsizing.search import fit_global_batch, max_fit_search, pick_throughput, throughput_search
+from mlcost_pl.rightsizing.search import (
+    SearchResult,
+    expected_saving,
+    explain_choice,
+    fit_global_batch,
+    max_fit_search,
+    pick_throughput,
+    throughput_search,
+)
 
 
 @pytest.mark.parametrize("limit", [33, 100, 300, 777, 1000, 2000])
@@ -73,3 +81,63 @@ def test_fit_global_batch_keeps_the_global_batch_exact():
     assert b * acc == 90 and b <= 7
     with pytest.raises(ValueError, match="global_batch_size"):
         fit_global_batch(8, 33, world_size=2)
+
+
+class _Clock:
+    """A fake clock: each trial advances it by the seconds the trial 'takes'."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_throughput_search_stops_before_its_time_budget():
+    clock = _Clock()
+
+    def measure(b):  # a trial takes b/100 s; speed keeps growing, so only the budget stops the search
+        clock.t += b / 100
+        return float(b)
+
+    unbounded = throughput_search(measure, init=8, max_batch_size=4096, clock=clock)
+    assert unbounded.stopped == "max_batch_size" and max(unbounded.samples_per_s) == 4096
+    clock.t = 0.0
+    r = throughput_search(measure, init=8, max_batch_size=4096, max_seconds=5.0, clock=clock)
+    assert r.stopped == "time budget" and r.search_s <= 5.0
+    assert max(r.samples_per_s) == 128  # 8..128 took 2.48 s; 256 would take 2.56 s more: past 5 s, so not tried
+    # a budget that is a function of the speeds measured so far (a share of the run time they predict)
+    clock.t = 0.0
+    r = throughput_search(measure, init=8, max_batch_size=4096, max_seconds=lambda speeds: 0.05 * 1000 / speeds[8], clock=clock)
+    assert r.stopped == "time budget" and r.search_s <= 0.05 * 1000 / 8
+
+
+def test_expected_saving_counts_the_search():
+    s = expected_saving(10_000, baseline_sps=100.0, chosen_sps=250.0, search_s=10.0)
+    assert s == {"baseline_s": 100.0, "chosen_s": 40.0, "saving_s": 50.0, "saving_share": 0.5}
+    assert expected_saving(100, 100.0, 100.0, search_s=3.0)["saving_s"] == -3.0
+    with pytest.raises(ValueError, match="throughputs"):
+        expected_saving(1, 0.0, 1.0)
+
+
+def test_explain_says_what_fits_what_is_used_why_and_how_to_grow():
+    r = SearchResult(batch_size=713, largest_fit=728)
+    line = explain_choice("max_fit", r, original=4, batch=4, accumulate=1, global_batch=4)
+    assert "largest batch that fits: 728 (713 after safety_margin)" in line
+    assert "using batch_size 4 (was 4)" in line
+    assert "keep_global_batch=True holds the global batch at 4" in line and "already fits" in line
+    assert "keep_global_batch=False" in line and "global_batch_size=N" in line
+    r = SearchResult(batch_size=300, largest_fit=300)
+    line = explain_choice("max_fit", r, original=512, batch=256, accumulate=2, global_batch=512)
+    assert "using batch_size 256 x accumulate_grad_batches 2 (was 512)" in line and "512 per device does not fit" in line
+    line = explain_choice("max_fit", r, original=16, batch=300, accumulate=1, global_batch=16, keep_global_batch=False)
+    assert "global batch 16 -> 300" in line and "lr_scaling='none'" in line
+
+
+def test_explain_throughput_reports_the_speeds_and_the_expected_saving():
+    r = SearchResult(batch_size=64, largest_fit=128, samples_per_s={32: 500.0, 64: 990.0, 128: 1000.0}, stopped="time budget")
+    saving = expected_saving(100_000, 500.0, 990.0, search_s=5.0)
+    line = explain_choice("throughput", r, original=32, batch=64, accumulate=1, global_batch=32,
+                          keep_global_batch=False, saving=saving, baseline_batch=32)
+    assert "fastest: batch 64 (within throughput_tolerance of 128)" in line and "stopped: time budget" in line
+    assert f"expected saving {saving['saving_s']:.1f}s" in line and "at batch 32, search time included" in line
