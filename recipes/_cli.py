@@ -81,3 +81,19 @@ def run_cli(fn: Callable[..., T], *args: Any) -> T:
         label = builtin_name(cause) if isinstance(cause, UserInputError) else type(cause).__name__
         print(f"error: {label}: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def one_line_per_log_message() -> None:
+    """Print each Lightning log message once: ``import lightning`` adds its own console handler and still propagates
+    to the root logger, where Hydra has installed its console (and run-folder file) handlers, so every message showed
+    twice. Call after importing Lightning; keeps Hydra's handlers (the file log in the run folder included)."""
+    import logging
+
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            if type(handler) is logging.StreamHandler:
+                log.removeHandler(handler)
+        log.propagate = True

@@ -61,7 +61,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from mlcost_pl.config import instantiate_group
     from mlcost_pl.precision import resolve_precision
     from mlcost_pl.summary import print_summary
+    from recipes._cli import one_line_per_log_message
 
+    one_line_per_log_message()
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
