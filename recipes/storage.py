@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from typing import Any
 
 import hydra
-from fsspec.implementations.local import LocalFileSystem
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
-from mlcost_pl.utils.fs import get_fs
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.storage import (
     GROUPS,
     StoragePrices,
@@ -38,6 +36,7 @@ from mlcost_pl.storage import (
     to_gcs,
     to_s3,
 )
+from mlcost_pl.utils.fs import is_local, local_path, write_atomic
 from recipes._cli import run_cli
 
 register_resolvers()
@@ -50,15 +49,10 @@ def _plain(node: Any) -> Any:
 
 
 def _write(out: str, name: str, data: bytes) -> str:
-    """``out/name`` all-or-nothing: locally a temporary sibling renamed over it, on an object store one PUT."""
-    fs, path = get_fs(f"{out.rstrip('/')}/{name}")
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    local = isinstance(fs, LocalFileSystem)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}" if local else path
-    fs.pipe_file(tmp, data)
-    if local:
-        fs.mv(tmp, path)
-    return path if local else fs.unstrip_protocol(path)
+    """``out/name`` all-or-nothing (:func:`mlcost_pl.utils.fs.write_atomic`); returns where it went."""
+    url = f"{out.rstrip('/')}/{name}"
+    write_atomic(url, data)
+    return local_path(url) if is_local(url) else url
 
 
 def _usd(x: float) -> str:
@@ -81,7 +75,7 @@ def storage(cfg: DictConfig) -> dict[str, Any]:
     from rich.table import Table
 
     if cfg.command not in COMMANDS:
-        raise ValueError(f"command must be one of {', '.join(COMMANDS)}, got {cfg.command!r}")
+        raise UserInputError(f"command must be one of {', '.join(COMMANDS)}, got {cfg.command!r}")
     console = Console(width=160)
     prices = StoragePrices.load(_plain(cfg.prices), cfg.prices_file)
     inventory = scan(str(cfg.url), _plain(cfg.storage_options))
@@ -150,7 +144,7 @@ def storage(cfg: DictConfig) -> dict[str, Any]:
     # ---------------------------------------------------------------- apply
     costlier = [r for r in plan.rules if r.costs_more]
     if costlier and not cfg.apply.allow_costlier:
-        raise ValueError(f"rule(s) {', '.join(r.name for r in costlier)} cost more than they save over {plan.months} months "
+        raise UserInputError(f"rule(s) {', '.join(r.name for r in costlier)} cost more than they save over {plan.months} months "
                          f"(see the plan); drop them or pass apply.allow_costlier=true")
     if provider.name == "aws" and inventory.provider == "aws":
         client = s3_client(_plain(cfg.storage_options))
@@ -165,7 +159,7 @@ def storage(cfg: DictConfig) -> dict[str, Any]:
                       else "dry run: nothing applied (apply.confirm=true puts this configuration)")
         return result
     if cfg.apply.confirm:
-        raise ValueError(f"apply.confirm=true puts S3 lifecycle configurations only; for {inventory.url} ({provider.name}) "
+        raise UserInputError(f"apply.confirm=true puts S3 lifecycle configurations only; for {inventory.url} ({provider.name}) "
                          f"apply the printed policy with the cloud's CLI (drop apply.confirm to print it)")
     if provider.name == "gcp":
         policy = to_gcs(rules, provider, inventory.key_prefix)

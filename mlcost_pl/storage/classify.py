@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.storage.inventory import DAY_S, Inventory, ObjectInfo
 
 # The on-disk names of mlcost_pl.checkpoint.manifest, repeated (a test keeps them equal) because importing that
@@ -169,9 +170,9 @@ def classify(inventory: Inventory, keep_last: int = 3, live_days: float = 7.0) -
         ValueError: ``keep_last < 1`` or ``live_days < 0`` (names the argument).
     """
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-        raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
+        raise UserInputError(f"keep_last must be an integer >= 1, got {keep_last!r}")
     if isinstance(live_days, bool) or not isinstance(live_days, (int, float)) or live_days < 0:
-        raise ValueError(f"live_days must be a number of days >= 0, got {live_days!r}")
+        raise UserInputError(f"live_days must be a number of days >= 0, got {live_days!r}")
     keys = {o.key for o in inventory.objects}
     folders: dict[tuple[str, str], CheckpointFolder] = {}
     runs: dict[str, CheckpointRun] = {}

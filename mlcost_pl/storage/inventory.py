@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mlcost_pl.utils.fs import get_fs
+from mlcost_pl.errors import MissingInputError, UnreadableInputError, UserInputError
+from mlcost_pl.utils.fs import get_fs, protocol_of
 
 DAY_S = 86400.0
 _PROTOCOL_PROVIDER = {"s3": "aws", "s3a": "aws", "gs": "gcp", "gcs": "gcp", "az": "azure", "abfs": "azure", "abfss": "azure",
@@ -83,8 +84,7 @@ class Inventory:
 
 def provider_of(url: str) -> str | None:
     """The cloud of ``url`` from its protocol (``s3://`` -> ``aws``), None for local and other filesystems."""
-    proto = str(url).split("://", 1)[0].lower() if "://" in str(url) else "file"
-    return _PROTOCOL_PROVIDER.get(proto)
+    return _PROTOCOL_PROVIDER.get(protocol_of(url))
 
 
 def _unix(value: Any) -> float | None:
@@ -139,23 +139,23 @@ def scan(url: str, storage_options: Mapping[str, Any] | None = None, now: float 
         ValueError: the store cannot be reached (the message names the URL and the cause).
     """
     if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"url must be a bucket URL or a folder path, got {url!r}")
+        raise UserInputError(f"url must be a bucket URL or a folder path, got {url!r}")
     fs, root = get_fs(url, **dict(storage_options or {}))
     root = root.rstrip("/")
     now = time.time() if now is None else float(now)
     try:
         found = fs.find(root, detail=True, withdirs=False)
         if not found and not fs.exists(root):
-            raise FileNotFoundError(url)
+            raise MissingInputError(url)
     except FileNotFoundError:
-        raise FileNotFoundError(f"url={url}: no such bucket or folder") from None
+        raise MissingInputError(f"url={url}: no such bucket or folder") from None
     except PermissionError as err:
-        raise PermissionError(f"url={url}: no permission to list it ({_one_line(err)})") from None
+        raise UnreadableInputError(f"url={url}: no permission to list it ({_one_line(err)})") from None
     except _store_errors() as err:
         text = _one_line(err)
         if "AccessDenied" in text or "Forbidden" in text or "403" in text:
-            raise PermissionError(f"url={url}: no permission to list it ({text})") from None
-        raise ValueError(f"url={url}: cannot reach the store ({type(err).__name__}: {text})") from None
+            raise UnreadableInputError(f"url={url}: no permission to list it ({text})") from None
+        raise UserInputError(f"url={url}: cannot reach the store ({type(err).__name__}: {text})") from None
     objects = []
     for path, info in found.items():
         if info.get("type", "file") != "file":

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.storage.classify import Classification
 from mlcost_pl.storage.inventory import DAY_S
 from mlcost_pl.storage.prices import ProviderPrices, check_fields
@@ -93,7 +94,7 @@ class RuleSpec:
 
 def _days(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{where} must be a whole number of days >= 0, got {value!r}")
+        raise UserInputError(f"{where} must be a whole number of days >= 0, got {value!r}")
     return value
 
 
@@ -111,7 +112,7 @@ def parse_rules(rules: Mapping[str, Any] | None, provider: ProviderPrices) -> li
     if rules is None:
         return []
     if not isinstance(rules, Mapping):
-        raise ValueError(f"rules must be a mapping of rule name -> rule, got {type(rules).__name__}")
+        raise UserInputError(f"rules must be a mapping of rule name -> rule, got {type(rules).__name__}")
     out = []
     for name, body in rules.items():
         where = f"rules.{name}"
@@ -122,39 +123,39 @@ def parse_rules(rules: Mapping[str, Any] | None, provider: ProviderPrices) -> li
             continue
         prefix = body.get("prefix") or ""
         if not isinstance(prefix, str) or prefix.startswith("/"):
-            raise ValueError(f"{where}.prefix must be a key prefix relative to url (no leading /), got {prefix!r}")
+            raise UserInputError(f"{where}.prefix must be a key prefix relative to url (no leading /), got {prefix!r}")
         select = body.get("select")
         if select is not None and select not in SELECTS:
-            raise ValueError(f"{where}.select must be one of {', '.join(SELECTS)} (or null), got {select!r}")
+            raise UserInputError(f"{where}.select must be one of {', '.join(SELECTS)} (or null), got {select!r}")
         transitions = []
         last_days, last_rank = -1, provider.lookup(provider.default_class).rank
         for i, item in enumerate(body.get("transitions") or []):
             if not isinstance(item, Mapping) or set(item) != {"days", "storage_class"}:
-                raise ValueError(f"{where}.transitions[{i}] must be {{days: N, storage_class: NAME}}, got {item!r}")
+                raise UserInputError(f"{where}.transitions[{i}] must be {{days: N, storage_class: NAME}}, got {item!r}")
             days = _days(item["days"], f"{where}.transitions[{i}].days")
             try:
                 cls = provider.lookup(str(item["storage_class"]))
             except ValueError as err:
-                raise ValueError(f"{where}.transitions[{i}].storage_class: {err}") from None
+                raise UserInputError(f"{where}.transitions[{i}].storage_class: {err}") from None
             if provider.name == "aws" and cls.name in _S3_MIN_30 and days < 30:
-                raise ValueError(f"{where}.transitions[{i}]: S3 moves objects to {cls.name} no earlier than 30 days, got days={days}")
+                raise UserInputError(f"{where}.transitions[{i}]: S3 moves objects to {cls.name} no earlier than 30 days, got days={days}")
             if days <= last_days or cls.rank <= last_rank:
-                raise ValueError(f"{where}.transitions must go to colder classes in increasing days; {cls.name} after {days} days "
+                raise UserInputError(f"{where}.transitions must go to colder classes in increasing days; {cls.name} after {days} days "
                                  f"does not follow the previous one")
             transitions.append((days, cls.name))
             last_days, last_rank = days, cls.rank
         expire = body.get("expire_days")
         expire = None if expire is None else _days(expire, f"{where}.expire_days")
         if expire is not None and transitions and expire <= transitions[-1][0]:
-            raise ValueError(f"{where}.expire_days={expire} must be after the last transition ({transitions[-1][0]} days)")
+            raise UserInputError(f"{where}.expire_days={expire} must be after the last transition ({transitions[-1][0]} days)")
         abort = body.get("abort_multipart_days")
         abort = None if abort is None else _days(abort, f"{where}.abort_multipart_days")
         if abort is not None and abort < 1:
-            raise ValueError(f"{where}.abort_multipart_days must be >= 1, got {abort}")
+            raise UserInputError(f"{where}.abort_multipart_days must be >= 1, got {abort}")
         if not transitions and expire is None and abort is None:
-            raise ValueError(f"{where} has no action: give transitions, expire_days or abort_multipart_days")
+            raise UserInputError(f"{where} has no action: give transitions, expire_days or abort_multipart_days")
         if select is not None and (abort is not None or transitions):
-            raise ValueError(f"{where}: a select rule ({select}) takes only expire_days")
+            raise UserInputError(f"{where}: a select rule ({select}) takes only expire_days")
         out.append(RuleSpec(str(name), prefix, tuple(transitions), expire, abort, select))
     return out
 
@@ -205,7 +206,7 @@ def check_overlaps(rules: Sequence[LifecycleRule], others: Sequence[LifecycleRul
                 continue
             shared = a.kinds() & b.kinds()
             if shared and _overlap(a.prefix, b.prefix) and not (a.source and a.source == b.source):
-                raise ValueError(
+                raise UserInputError(
                     f"overlapping rules: {a.id} ({wa}, prefix {a.prefix!r}) and {b.id} ({wb}, prefix {b.prefix!r}) both "
                     f"{'/'.join(sorted(shared))}; narrow one prefix or drop one rule"
                 )
@@ -225,7 +226,7 @@ def check_live_checkpoints(rules: Sequence[LifecycleRule], classified: Classific
             if not run.live or newest is None or not _overlap(rule.prefix, newest.prefix):
                 continue
             idle = (classified.inventory.now - run.last_modified) / DAY_S
-            raise ValueError(
+            raise UserInputError(
                 f"rule {rule.source or rule.id} would expire {newest.prefix} (the newest committed checkpoint of the live run "
                 f"{run.prefix or '.'}, last written {idle:.1f} days ago); narrow rules.{rule.source or rule.id}.prefix "
                 f"or use select: checkpoints_not_newest"
@@ -311,7 +312,7 @@ def merge_s3(existing: Sequence[Mapping[str, Any]], ours: Sequence[LifecycleRule
     check_overlaps(in_bucket, kept, where="already in the bucket")
     rules = [dict(r.extra["raw"]) for r in kept] + to_s3(ours, key_prefix)
     if len(rules) > S3_MAX_RULES:
-        raise ValueError(f"the merged lifecycle configuration has {len(rules)} rules; S3 allows {S3_MAX_RULES}. "
+        raise UserInputError(f"the merged lifecycle configuration has {len(rules)} rules; S3 allows {S3_MAX_RULES}. "
                          f"Narrow the select rules' prefixes or raise their expire_days")
     return MergeResult(rules, [r.id for r in kept], replaced, [r.id for r in ours])
 
@@ -360,7 +361,7 @@ def read_s3_rules(client: Any, bucket: str) -> list[dict[str, Any]]:
             return []
         raise _client_error(err, bucket, "read its lifecycle configuration") from None
     except BotoCoreError as err:
-        raise ValueError(f"bucket {bucket}: cannot reach the store ({' '.join(str(err).split())})") from None
+        raise UserInputError(f"bucket {bucket}: cannot reach the store ({' '.join(str(err).split())})") from None
 
 
 def apply_s3(client: Any, bucket: str, merged: MergeResult, confirm: bool = False) -> list[dict[str, Any]] | None:
@@ -380,7 +381,7 @@ def apply_s3(client: Any, bucket: str, merged: MergeResult, confirm: bool = Fals
     except ClientError as err:
         raise _client_error(err, bucket, "put its lifecycle configuration") from None
     except BotoCoreError as err:
-        raise ValueError(f"bucket {bucket}: cannot reach the store ({' '.join(str(err).split())})") from None
+        raise UserInputError(f"bucket {bucket}: cannot reach the store ({' '.join(str(err).split())})") from None
     return read_s3_rules(client, bucket)
 
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlcost_pl.errors import UserInputError
 from mlcost_pl.storage.classify import GROUPS, Classification
 from mlcost_pl.storage.lifecycle import LifecycleRule
 from mlcost_pl.storage.prices import DAYS_PER_MONTH, GB, ProviderPrices, StorageClassPrice
@@ -250,13 +251,13 @@ def simulate(classified: Classification, rules: Sequence[LifecycleRule], provide
         ValueError: ``months < 1``, a bad ``reads`` entry, or an object/rule class the price table lacks (named).
     """
     if isinstance(months, bool) or not isinstance(months, int) or months < 1:
-        raise ValueError(f"months must be an integer >= 1, got {months!r}")
+        raise UserInputError(f"months must be an integer >= 1, got {months!r}")
     reads = dict(reads or {})
     for group, fraction in reads.items():
         if group not in GROUPS:
-            raise ValueError(f"reads.{group}: not a group; groups are {', '.join(GROUPS)}")
+            raise UserInputError(f"reads.{group}: not a group; groups are {', '.join(GROUPS)}")
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or fraction < 0:
-            raise ValueError(f"reads.{group} must be a fraction of the group's bytes read per month (>= 0), got {fraction!r}")
+            raise UserInputError(f"reads.{group} must be a fraction of the group's bytes read per month (>= 0), got {fraction!r}")
     base = _simulate(classified, [], provider, months, reads)
     full = _simulate(classified, rules, provider, months, reads)
     impacts = []

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mlcost_pl.errors import MissingInputError, UserInputError
 from mlcost_pl.utils.fs import get_fs
 
 GB = 1e9
@@ -95,10 +96,10 @@ class ProviderPrices:
 def check_fields(value: Any, allowed: tuple[str, ...], where: str) -> Mapping[str, Any]:
     """``value`` if it is a mapping whose keys are all ``allowed``; else a ``ValueError`` naming ``where``."""
     if not isinstance(value, Mapping):
-        raise ValueError(f"{where} must be a mapping of {', '.join(allowed)}, got {value!r}")
+        raise UserInputError(f"{where} must be a mapping of {', '.join(allowed)}, got {value!r}")
     unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+        raise UserInputError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
     return value
 
 
@@ -110,11 +111,11 @@ def _class(name: str, fields: Any, base: StorageClassPrice | None, where: str) -
             values[key] = tuple(str(v) for v in (value or ()))
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{where}.{name}.{key} must be a number >= 0, got {value!r}")
+            raise UserInputError(f"{where}.{name}.{key} must be a number >= 0, got {value!r}")
         values[key] = float(value)
     if base is None:
         if "usd_per_gb_month" not in values:
-            raise ValueError(f"{where}.{name}: a new storage class needs usd_per_gb_month")
+            raise UserInputError(f"{where}.{name}: a new storage class needs usd_per_gb_month")
         return StorageClassPrice(name=name, **values)
     return StorageClassPrice(**{**base.__dict__, **values})
 
@@ -124,15 +125,15 @@ def _provider(name: str, data: Any, base: ProviderPrices | None, where: str) -> 
     classes = dict(base.classes) if base else {}
     raw_classes = data.get("classes") or {}
     if not isinstance(raw_classes, Mapping):
-        raise ValueError(f"{where}.{name}.classes must be a mapping of class name -> fields")
+        raise UserInputError(f"{where}.{name}.classes must be a mapping of class name -> fields")
     for cls, fields in raw_classes.items():
         classes[str(cls)] = _class(str(cls), fields, classes.get(str(cls)), f"{where}.{name}.classes")
     default = str(data.get("default_class", base.default_class if base else ""))
     if default not in classes:
-        raise ValueError(f"{where}.{name}.default_class={default!r} is not one of its classes ({', '.join(classes)})")
+        raise UserInputError(f"{where}.{name}.default_class={default!r} is not one of its classes ({', '.join(classes)})")
     min_bytes = data.get("min_transition_bytes", base.min_transition_bytes if base else 0)
     if isinstance(min_bytes, bool) or not isinstance(min_bytes, (int, float)) or min_bytes < 0:
-        raise ValueError(f"{where}.{name}.min_transition_bytes must be a number >= 0, got {min_bytes!r}")
+        raise UserInputError(f"{where}.{name}.min_transition_bytes must be a number >= 0, got {min_bytes!r}")
     return ProviderPrices(name, default, float(min_bytes), classes)
 
 
@@ -183,7 +184,7 @@ class StoragePrices:
             ValueError: not a mapping, an unknown field, a negative or non-numeric price (the message names it).
         """
         if not isinstance(overrides, Mapping):
-            raise ValueError(f"{where} must be a mapping of provider -> {{classes: ...}}, got {type(overrides).__name__}")
+            raise UserInputError(f"{where} must be a mapping of provider -> {{classes: ...}}, got {type(overrides).__name__}")
         if isinstance(overrides.get("providers"), Mapping):
             overrides = overrides["providers"]
         providers = dict(self.providers)
@@ -202,9 +203,9 @@ class StoragePrices:
         try:
             data = yaml.safe_load(fs.cat_file(path))
         except FileNotFoundError:
-            raise FileNotFoundError(f"prices_file={url}: no such file") from None
+            raise MissingInputError(f"prices_file={url}: no such file") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"prices_file={url} is not YAML/JSON: {' '.join(str(err).split())}") from None
+            raise UserInputError(f"prices_file={url} is not YAML/JSON: {' '.join(str(err).split())}") from None
         return self.with_overrides(data or {}, where=f"prices_file {url}")
 
     def provider(self, name: str) -> ProviderPrices:
@@ -214,5 +215,5 @@ class StoragePrices:
             ValueError: ``name`` is not in the table (names the ones that are).
         """
         if name not in self.providers:
-            raise ValueError(f"provider={name!r} is not in the storage price table; it has {', '.join(self.providers)}")
+            raise UserInputError(f"provider={name!r} is not in the storage price table; it has {', '.join(self.providers)}")
         return self.providers[name]

@@ -47,6 +47,17 @@ def get_fs(url: str | os.PathLike[str], **storage_options: Any) -> tuple[fsspec.
         raise MissingDependencyError(f"{url}: the {proto}:// protocol needs `{extra}`: pip install {extra}") from err
 
 
+def protocol_of(url: str | os.PathLike[str]) -> str:
+    """The protocol of ``url``, lower case; ``"file"`` for a plain path.
+
+    Example:
+        >>> protocol_of("S3://bucket/x"), protocol_of("/data/x"), protocol_of("file:///tmp")
+        ('s3', 'file', 'file')
+    """
+    proto = split_protocol(str(url))[0]
+    return "file" if proto in (None, *LOCAL_PROTOCOLS) else proto.lower()
+
+
 def is_local(target: str | os.PathLike[str] | fsspec.AbstractFileSystem) -> bool:
     """True when ``target`` (a path, URL or filesystem) is on the local disk.
 
@@ -56,8 +67,7 @@ def is_local(target: str | os.PathLike[str] | fsspec.AbstractFileSystem) -> bool
     """
     if isinstance(target, fsspec.AbstractFileSystem):
         return isinstance(target, LocalFileSystem)
-    proto = split_protocol(str(target))[0]
-    return proto is None or proto in LOCAL_PROTOCOLS
+    return protocol_of(target) == "file"
 
 
 def local_path(url: str | os.PathLike[str]) -> str:
