@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from lightning.pytorch.utilities import rank_zero_info
 
     from mlcost_pl.callbacks.attempt_steps import AttemptSteps
-    from mlcost_pl.callbacks.cost_monitor import cost_summary_rows, record_final_metrics
+    from mlcost_pl.callbacks.cost_monitor import CostMonitor, cost_summary_rows, record_final_metrics
     from mlcost_pl.callbacks.extend_schedule import ExtendSchedule
     from mlcost_pl.callbacks.store_config import StoreConfig
     from mlcost_pl.config import instantiate_group
@@ -90,6 +90,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_s = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for cb in trainer.callbacks:  # CostMonitor logs straight to the loggers: its run totals join the returned metrics
+        if isinstance(cb, CostMonitor):
+            metrics.update(cb.figures(trainer))
 
     if cfg.get("test"):
         for row in trainer.test(model, datamodule=datamodule, verbose=False):
