@@ -39,17 +39,25 @@ def _if(condition: Any, then: Any, otherwise: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    """Register mlcost_pl's OmegaConf resolvers (idempotent): ``mlcost_run_name``, ``mlcost_precision``, ``mlcost_if``."""
+    """Register mlcost_pl's OmegaConf resolvers (idempotent).
+
+    ``mlcost_run_name``, ``mlcost_precision``, ``mlcost_if``, and for launchers (torchrun, SLURM) ``mlcost_num_nodes``,
+    ``mlcost_devices``, ``mlcost_accumulation`` (see :mod:`mlcost_pl.distributed.elastic`).
+    """
     global _REGISTERED
     if _REGISTERED:
         return
     from omegaconf import OmegaConf
 
+    from mlcost_pl.distributed.elastic import accumulation_resolver, devices_resolver, num_nodes_resolver
     from mlcost_pl.precision import precision_resolver
 
     OmegaConf.register_new_resolver("mlcost_run_name", run_name_from_overrides, replace=True)
     OmegaConf.register_new_resolver("mlcost_if", _if, replace=True)
     OmegaConf.register_new_resolver("mlcost_precision", precision_resolver, replace=True)
+    OmegaConf.register_new_resolver("mlcost_num_nodes", num_nodes_resolver, replace=True)
+    OmegaConf.register_new_resolver("mlcost_devices", devices_resolver, replace=True)
+    OmegaConf.register_new_resolver("mlcost_accumulation", accumulation_resolver, replace=True)
     _REGISTERED = True
 
 

@@ -97,3 +97,10 @@ def one_line_per_log_message() -> None:
             if type(handler) is logging.StreamHandler:
                 log.removeHandler(handler)
         log.propagate = True
+
+
+def positional_command(argv: list[str], commands: tuple[str, ...]) -> list[str]:
+    """``prog report url=...`` -> ``prog command=report url=...``: Hydra takes only ``key=value`` overrides."""
+    if len(argv) > 1 and argv[1] in commands:
+        return [argv[0], f"command={argv[1]}", *argv[2:]]
+    return argv

@@ -37,7 +37,7 @@ from mlcost_pl.storage import (
     to_s3,
 )
 from mlcost_pl.utils.fs import is_local, local_path, write_atomic
-from recipes._cli import run_cli
+from recipes._cli import positional_command, run_cli
 
 register_resolvers()
 
@@ -182,13 +182,6 @@ def main(cfg: DictConfig) -> None:
     run_cli(storage, cfg)
 
 
-def _positional_command(argv: list[str]) -> list[str]:
-    """``report url=...`` -> ``command=report url=...`` (Hydra takes only key=value overrides)."""
-    if len(argv) > 1 and argv[1] in COMMANDS:
-        return [argv[0], f"command={argv[1]}", *argv[2:]]
-    return argv
-
-
 if __name__ == "__main__":
-    sys.argv = _positional_command(sys.argv)
+    sys.argv = positional_command(sys.argv, COMMANDS)
     main()

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.distributed.launcher import requeue_on_preemption
 from mlcost_pl.errors import UserInputError
 from recipes._cli import run_cli
 
@@ -59,11 +60,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from mlcost_pl.callbacks.extend_schedule import ExtendSchedule
     from mlcost_pl.callbacks.store_config import StoreConfig
     from mlcost_pl.config import instantiate_group
+    from mlcost_pl.distributed.launcher import export_launcher_env
     from mlcost_pl.precision import resolve_precision
     from mlcost_pl.summary import print_summary
     from recipes._cli import one_line_per_log_message
 
     one_line_per_log_message()
+    export_launcher_env()  # inside a submitit job: its world (RANK, WORLD_SIZE, ...) for Lightning and trainer=ddp_multinode
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -104,6 +107,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     train_s = attempt.train_seconds()
     metrics.update({"time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start, "time/train_s": train_s})
     metrics["throughput/train_samples_per_s"] = samples / train_s if steps and train_s > 0 else 0.0
+    metrics.update(getattr(datamodule, "stats", None) or {})  # data=streaming: bytes as fed vs stored
 
     if trainer.is_global_zero:
         log_dirs = sorted({lg.log_dir for lg in trainer.loggers if getattr(lg, "log_dir", None)})
@@ -117,6 +121,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             ("wall time (s), this command", metrics["time/wall_s"]),
             ("train samples/s", metrics["throughput/train_samples_per_s"] if steps
              else "- (nothing left to train: the run had reached max_epochs; extend_to_epochs=N trains it longer)"),
+            *(datamodule.summary_rows() if hasattr(datamodule, "summary_rows") else []),
             ("checkpoints", ", ".join(ckpt_dirs) or "none"),
             ("logs", ", ".join(log_dirs) or "none"),
         ]
@@ -131,7 +136,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns test accuracy (for sweepers)."""
-    metrics, _ = run_cli(train, cfg)
+    with requeue_on_preemption():  # a SLURM job preempted after its emergency checkpoint requeues itself
+        metrics, _ = run_cli(train, cfg)
     return metrics.get("test/acc")
 
 

@@ -69,3 +69,14 @@ def s3_server():
         yield {"endpoint": endpoint, "storage_options": options, "bucket": "s3://test-bucket"}
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_optimized(tmp_path_factory):
+    """Digits at 8x8 written by ``optimize_datamodule`` to a local folder; yields ``(uri, manifest)``."""
+    from mlcost_pl.data.digits import DigitsDataModule
+    from mlcost_pl.data.optimize import optimize_datamodule
+
+    out = tmp_path_factory.mktemp("optimized") / "digits"
+    manifest = optimize_datamodule(DigitsDataModule(image_size=8, batch_size=32), str(out), chunk_bytes="16KB")
+    return str(out), manifest

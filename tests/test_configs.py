@@ -13,7 +13,7 @@ from tests.helpers.cfg import CONFIG_DIR, compose_cfg
 
 GROUPS_BUILT_ELSEWHERE = {"hydra", "paths", "experiment", "debug"}
 # Groups composed by another recipe's config than train.yaml: group -> that config.
-OWNER = {"rules": "storage"}
+OWNER = {"rules": "storage", "deploy": "serve"}
 NEEDS = {("data", "imagefolder"): ["data.root={images}"], ("data", "cifar10"): []}
 
 
@@ -26,8 +26,10 @@ def _options() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("group", "option"), _options())
-def test_every_option_composes_and_instantiates(group, option, tmp_path, image_folder):
+def test_every_option_composes_and_instantiates(group, option, tmp_path, image_folder, request):
     overrides = [f"{group}={option}"] if group != "hydra" else []
+    if (group, option) == ("data", "streaming"):  # an optimized dataset to stream (tests/conftest.py)
+        overrides.append(f"data.uri={request.getfixturevalue('digits_optimized')[0]}")
     overrides += [o.format(images=image_folder) for o in NEEDS.get((group, option), [])]
     cfg = compose_cfg(OWNER.get(group, "train"), overrides, tmp_path)
     if group == "rules":
@@ -36,6 +38,12 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, image_f
         from mlcost_pl.storage import StoragePrices, parse_rules
 
         assert parse_rules(OmegaConf.to_container(cfg.rules), StoragePrices.bundled().provider("aws"))
+        return
+    if group == "deploy":
+        from mlcost_pl.serve.deploy import DeploySettings
+
+        options = {k: v for k, v in cfg.deploy.items() if k not in ("target", "out")}
+        assert cfg.deploy.target == option and (not options or DeploySettings.from_dict(dict(options)))
         return
     if group in GROUPS_BUILT_ELSEWHERE:
         assert cfg.trainer and cfg.model

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
+from mlcost_pl.data.feature_store import FeatureStore
 from mlcost_pl.finetune.feature_cache import FeatureCache
 from mlcost_pl.finetune.freezing import count_parameters, freeze, resolve_modules, set_eval, split_groups, unfreeze
 from mlcost_pl.finetune.optim import add_param_group
@@ -52,8 +53,12 @@ class FreezeBackbone(Callback):
             float for all, or one per group.
         train_bn: keep normalization layers inside frozen modules trainable and in train mode (Lightning's default
             behaviour); ``False`` freezes them for real.
-        cache_features: enable the cached-feature fast path (requires ``train_bn=False``).
-        cache_max_bytes: memory cap of the feature cache.
+        cache_features: ``True``: the in-memory cached-feature fast path (requires ``train_bn=False``); a local path
+            or fsspec URL (``"s3://bucket/features"``): the same, persisted in a :class:`mlcost_pl.data.FeatureStore`
+            keyed by the frozen weights (BatchNorm buffers included), layer, mode, autocast dtype and torch version, so
+            another run or project fine-tuning the same backbone skips the backbone pass from its first epoch.
+        cache_max_bytes: memory cap of the in-memory feature cache (``cache_features=True``).
+        cache_storage_options: fsspec options of the feature store URL.
 
     Raises:
         ValueError: a bad argument (named in the message); at ``fit`` time, a pattern in ``modules`` that matches
@@ -70,6 +75,10 @@ class FreezeBackbone(Callback):
     ``finetune/epoch_s_unfrozen``             mean epoch time over the epochs run with a group unfrozen
     ``finetune/cache_hit_rate``               share of backbone samples served from the cache (``cache_features``)
     ``finetune/cache_mb``                     memory held by the cache, MiB (``cache_features``)
+    ``feature_store/hits``                    samples served from the feature store so far (``cache_features=<url>``)
+    ``feature_store/misses``                  samples computed (and stored) so far
+    ``feature_store/compute_s_saved``         backbone seconds avoided so far (hits x measured seconds per sample)
+    ``feature_store/usd_saved``               the same in dollars at CostMonitor's hourly price (with a CostMonitor)
     ========================================  ===================================================================
 
     Example:
@@ -92,8 +101,9 @@ class FreezeBackbone(Callback):
         unfreeze_every: int = 1,
         lr_multipliers: float | Sequence[float] = 0.1,
         train_bn: bool = False,
-        cache_features: bool = False,
+        cache_features: bool | str = False,
         cache_max_bytes: int = 2 << 30,
+        cache_storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(modules, str):
@@ -112,8 +122,14 @@ class FreezeBackbone(Callback):
             raise ValueError(f"cache_max_bytes must be >= 1, got {cache_max_bytes}")
         self.modules = modules
         self.train_bn = train_bn
+        if isinstance(cache_features, str) and not cache_features.strip():
+            raise ValueError("cache_features must be True/False or a local path / fsspec URL of a feature store, got ''")
         self.cache_features = cache_features
-        self.cache = FeatureCache(cache_max_bytes) if cache_features else None
+        self.cache: FeatureCache | FeatureStore | None = None
+        if isinstance(cache_features, str):  # persistent: served across runs and projects (mlcost_pl.data.FeatureStore)
+            self.cache = FeatureStore(cache_features, cache_storage_options)
+        elif cache_features:
+            self.cache = FeatureCache(cache_max_bytes)
         # Resume state: groups unfrozen so far (in order) and cumulative epoch timings.
         self.unfrozen: list[int] = []
         self.timing = {"frozen_epochs": 0, "frozen_s": 0.0, "unfrozen_epochs": 0, "unfrozen_s": 0.0}
@@ -140,6 +156,8 @@ class FreezeBackbone(Callback):
         # Freeze everything before configure_optimizers runs; on_fit_start re-opens the groups already unfrozen
         # (by a previous fit or a restored checkpoint), after the optimizer exists and before its state is loaded.
         freeze(self._resolved.values(), train_bn=self.train_bn)
+        if isinstance(self.cache, FeatureStore) and trainer.is_global_zero:
+            self.cache.check_writable()  # a cache URL without write access fails now, in one line
         self._ddp = trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
         strategy = type(trainer.strategy).__name__
         if trainer.world_size > 1 and "DDP" not in strategy:
@@ -237,6 +255,9 @@ class FreezeBackbone(Callback):
         for p in ("frozen", "unfrozen"):
             if self.timing[f"{p}_epochs"]:
                 metrics[f"finetune/epoch_s_{p}"] = self.timing[f"{p}_s"] / self.timing[f"{p}_epochs"]
+        if isinstance(self.cache, FeatureStore):
+            self.cache.flush()
+            metrics.update(self._store_metrics(trainer, self.cache))
         if self.cache is not None and self._patched:
             metrics["finetune/cache_hit_rate"] = self.cache.hit_rate
             metrics["finetune/cache_mb"] = self.cache.nbytes / 2**20
@@ -257,16 +278,25 @@ class FreezeBackbone(Callback):
             self._sync = []
 
     # ---- feature cache --------------------------------------------------------------------------------------------
-    def _patch(self) -> None:
-        cache = self.cache
-        assert cache is not None
-        for module in self._resolved.values():
-            original = module.forward
+    @staticmethod
+    def _store_metrics(trainer: Trainer, store: FeatureStore) -> dict[str, float]:
+        metrics = {"feature_store/hits": float(store.total_hits), "feature_store/misses": float(store.total_misses),
+                   "feature_store/compute_s_saved": store.saved_s}
+        rates = [cb.meter.usd_per_hour for cb in trainer.callbacks if hasattr(getattr(cb, "meter", None), "usd_per_hour")]
+        if rates:
+            metrics["feature_store/usd_saved"] = store.saved_s / 3600 * rates[0]
+        return metrics
 
-            def cached(x: torch.Tensor, *args: Any, _fn: Any = original, **kwargs: Any) -> torch.Tensor:
+    def _patch(self) -> None:
+        assert self.cache is not None
+        for name, module in self._resolved.items():
+            original = module.forward
+            cache = self.cache.bind(module, name) if isinstance(self.cache, FeatureStore) else self.cache
+
+            def cached(x: torch.Tensor, *args: Any, _fn: Any = original, _cache: Any = cache, **kwargs: Any) -> torch.Tensor:
                 if args or kwargs or torch.is_grad_enabled() and x.requires_grad:
                     return _fn(x, *args, **kwargs)
-                return cache(_fn, x)
+                return _cache(_fn, x)
 
             module.forward = cached  # type: ignore[method-assign]
             self._patched.append(module)

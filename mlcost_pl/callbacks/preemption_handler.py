@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
 from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE, PreemptedExit
-from mlcost_pl.preemption.sampler import ResumableSampler, unsupported_reason, wrap_dataloader
+from mlcost_pl.preemption.sampler import ResumableSampler, restores_itself, unsupported_reason, wrap_dataloader
 from mlcost_pl.preemption.signals import DEFAULT_SIGNALS, SignalNotice
 from mlcost_pl.preemption.watchers import WATCHERS, NoticeWatcher, make_watcher
 
@@ -64,7 +64,9 @@ class PreemptionHandler(Callback):
     ``DistributedSampler`` (all bundled DataModules) get a ``ResumableSampler`` whose epoch order depends only on
     ``(seed, epoch)``; after a mid-epoch resume it skips the indices already consumed (without loading them), so the
     model sees exactly the batches of an uninterrupted run. The CPU RNG states (torch, Python, NumPy) are saved too and
-    restored at the resumed step. Other loaders restart the interrupted epoch from its beginning, with one warning.
+    restored at the resumed step. Stateful loaders (litdata's ``StreamingDataLoader``: ``state_dict``/``load_state_dict``)
+    resume at the exact sample from the state Lightning stores in every checkpoint, the emergency one included. Other
+    loaders restart the interrupted epoch from its beginning, with one warning.
 
     Needs a ``SpotCheckpoint`` (any callback with ``save_now``) on the same Trainer.
 
@@ -178,6 +180,11 @@ class PreemptionHandler(Callback):
         if trainer.local_rank == 0:  # one poller per machine; the flag reduction spreads it to every rank
             self._watchers = [make_watcher(n, self.notice.set, self.metadata_url, self.poll_seconds).start() for n in self.watcher_names]
         mid_epoch = self._prepare_loaders(trainer, resuming=True) if self.exact_resume else False
+        combined = getattr(trainer.fit_loop, "_combined_loader", None)
+        if mid_epoch and combined is not None and any(restores_itself(dl) for dl in combined.flattened):
+            # A stateful loader (litdata) starts its iterator, one RNG draw for its base seed, at its first batch:
+            # restore the RNG state after that, at the first resumed batch (on_train_batch_start).
+            return
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
@@ -185,6 +192,12 @@ class PreemptionHandler(Callback):
                 # At an epoch boundary the uninterrupted run creates the next epoch's iterator after this state
                 # (one RNG draw for its base seed): do the same, after the restore.
                 iter(trainer.fit_loop._data_fetcher)
+
+    @override
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # deferred by on_train_start (stateful loaders)
+            _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -219,6 +232,8 @@ class PreemptionHandler(Callback):
         mid_epoch = resuming and 0 < done < num_batches
         reasons, wrapped, workers = [], [], False
         for dl in combined.flattened:
+            if restores_itself(dl):  # e.g. litdata's StreamingDataLoader: its state_dict is in the checkpoint
+                continue
             reason = unsupported_reason(dl)
             if reason is not None:
                 reasons.append(f"{type(dl).__name__}: {reason}")

@@ -39,12 +39,36 @@ def scan_image_folder(root: str) -> tuple[list[str], list[tuple[str, int]], Any]
     return classes, samples, fs
 
 
+def _to_rgb(im: Any) -> Any:
+    return im.convert("RGB")
+
+
+def image_transform(image_size: int, channels: int, augment: bool = False, train: bool = False) -> Any:
+    """The torchvision transform of ImageFolderDataModule (also applied to images streamed in their encoded form)."""
+    from torchvision import transforms as T
+
+    ops: list[Any] = [T.Grayscale(1) if channels == 1 else T.Lambda(_to_rgb)]
+    ops.append(T.Resize((image_size, image_size)))
+    if train and augment:
+        ops += [T.RandomHorizontalFlip(), T.RandomResizedCrop(image_size, scale=(0.8, 1.0))]
+    mean, std = ([0.5], [0.25]) if channels == 1 else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    ops += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(ops)
+
+
 class _FsImageDataset(Dataset):
-    def __init__(self, fs: Any, samples: list[tuple[str, int]], transform: Any) -> None:
+    def __init__(self, fs: Any, samples: list[tuple[str, int]], transform: Any, transform_args: dict[str, Any] | None = None) -> None:
         self.fs, self.samples, self.transform = fs, samples, transform
+        self.transform_args = dict(transform_args or {})  # image_transform's arguments (recorded by optimize)
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def raw(self, i: int) -> tuple[bytes, int]:
+        """The image file's bytes as stored (JPEG/PNG ...) and its label: what an optimized dataset keeps."""
+        path, label = self.samples[i]
+        with self.fs.open(path, "rb") as f:
+            return f.read(), label
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
@@ -112,17 +136,11 @@ class ImageFolderDataModule(LightningDataModule):
         check_num_classes(num_classes, self.num_classes)
         self.datasets: dict[str, Dataset] = {}
 
-    def _transform(self, train: bool) -> Any:
-        from torchvision import transforms as T
+    def _transform_args(self) -> dict[str, Any]:
+        return {"image_size": self.hparams.image_size, "channels": self.hparams.channels, "augment": self.hparams.augment}
 
-        size = self.hparams.image_size
-        ops: list[Any] = [T.Grayscale(1) if self.hparams.channels == 1 else T.Lambda(lambda im: im.convert("RGB"))]
-        ops.append(T.Resize((size, size)))
-        if train and self.hparams.augment:
-            ops += [T.RandomHorizontalFlip(), T.RandomResizedCrop(size, scale=(0.8, 1.0))]
-        mean, std = ([0.5], [0.25]) if self.hparams.channels == 1 else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-        ops += [T.ToTensor(), T.Normalize(mean, std)]
-        return T.Compose(ops)
+    def _transform(self, train: bool) -> Any:
+        return image_transform(train=train, **self._transform_args())
 
     @override
     def setup(self, stage: str | None = None) -> None:
@@ -134,7 +152,7 @@ class ImageFolderDataModule(LightningDataModule):
         _, samples, fs = scan_image_folder(self.hparams.root)
         train, val, test = split_indices(len(samples), self.hparams.val_fraction, self.hparams.test_fraction, self.hparams.split_seed)
         for split, idx in (("train", train), ("val", val), ("test", test)):
-            self.datasets[split] = _FsImageDataset(fs, [samples[i] for i in idx], self._transform(split == "train"))
+            self.datasets[split] = _FsImageDataset(fs, [samples[i] for i in idx], self._transform(split == "train"), self._transform_args())
 
     def _setup_split_folders(self) -> None:
         """``train/`` with optional ``val/`` and ``test/``; a missing ``val/`` (or ``test/``) is a seeded hold-out of
@@ -169,7 +187,7 @@ class ImageFolderDataModule(LightningDataModule):
             found["test"] = found["val"]
         for split in ("train", "val", "test"):
             fs, samples = found[split]
-            self.datasets[split] = _FsImageDataset(fs, samples, self._transform(split == "train"))
+            self.datasets[split] = _FsImageDataset(fs, samples, self._transform(split == "train"), self._transform_args())
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(

@@ -13,6 +13,7 @@ from torch import nn
 from mlcost_pl.errors import MissingDependencyError, UserInputError
 
 BNB_FORMATS = ("bnb_int8", "bnb_nf4")
+_BNB_CPU_PACK_BLOCK_N = 32  # bitsandbytes' block_n for its AVX512-BF16 CPU 4-bit packing
 
 
 def _import_bnb() -> Any:
@@ -85,10 +86,14 @@ def to_bnb(model: nn.Module, fmt: str, device: str = "cpu", keep_fp32: Sequence[
             new = bnb.nn.Linear4bit(layer.in_features, layer.out_features, bias=layer.bias is not None,
                                     compute_dtype=torch.float32, quant_type="nf4")
             new.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+            if layer.out_features % _BNB_CPU_PACK_BLOCK_N:
+                # bitsandbytes (checked 0.50.2) repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first
+                # eval-mode forward and asserts out_features % 32 == 0 there; keep such layers on the generic kernel.
+                new.support_avx512bf16_for_cpu = False
         if layer.bias is not None:
             new.bias = nn.Parameter(layer.bias.data.clone(), requires_grad=False)
         try:
-            new = new.to(device)  # quantizes the weight
+            new = new.to(device).eval()  # quantizes the weight; eval() takes the serving kernels' path
             with torch.inference_mode():
                 new(torch.zeros(2, layer.in_features, device=device))
         except Exception as err:  # noqa: BLE001 - name the layer whatever bitsandbytes raised

@@ -6,7 +6,8 @@ DataLoader's ``BatchSampler`` so that the epoch's order is a pure function of ``
 the first ``skip`` indices are dropped before any sample is loaded (only indices are generated).
 
 Supported: ``RandomSampler`` (any ``replacement``/``num_samples``), ``SequentialSampler``, ``DistributedSampler``
-(per rank: its order is already ``(seed, epoch)``-based). Anything else (a custom sampler or batch sampler, an
+(per rank: its order is already ``(seed, epoch)``-based). Stateful loaders (``restores_itself``: litdata's
+``StreamingDataLoader``) restore their own position from the checkpoint. Anything else (a custom sampler or batch sampler, an
 ``IterableDataset``, ``batch_size=None``) is reported by ``unsupported_reason``.
 """
 
@@ -75,6 +76,19 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.inner)  # the full epoch: Lightning counts the skipped batches as already done
+
+
+def restores_itself(dataloader: object) -> bool:
+    """Whether ``dataloader`` is stateful (``state_dict``/``load_state_dict``, e.g. litdata's StreamingDataLoader).
+
+    Lightning stores such a loader's state in every checkpoint and restores it on resume, so it resumes mid-epoch at
+    the exact sample by itself: nothing to wrap, nothing to skip.
+
+    Example:
+        >>> restores_itself(DataLoader(range(4))), restores_itself(type("L", (), {"state_dict": dict, "load_state_dict": print})())
+        (False, True)
+    """
+    return callable(getattr(dataloader, "state_dict", None)) and callable(getattr(dataloader, "load_state_dict", None))
 
 
 def unsupported_reason(dataloader: object) -> str | None:

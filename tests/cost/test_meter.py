@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlcost_pl.cost import CostMeter, instances_needed
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.helpers.clock import FakeClock
 
 
 def test_dollars_accrue_from_wall_time_at_each_market_rate():

@@ -14,7 +14,8 @@ from omegaconf import open_dict
 from mlcost_pl.checkpoint import manifest
 from mlcost_pl.checkpoint.storage import CheckpointStorage
 from mlcost_pl.storage import read_s3_rules
-from recipes.storage import _positional_command, storage
+from recipes._cli import positional_command
+from recipes.storage import COMMANDS, storage
 from tests.helpers.cfg import compose_cfg
 from tests.storage.conftest import bucket  # noqa: F401 - the fixture
 
@@ -95,8 +96,8 @@ def test_gcs_and_azure_policies_are_printed_not_applied(tmp_path, capsys):
 
 
 def test_positional_command():
-    assert _positional_command(["m", "plan", "url=x"]) == ["m", "command=plan", "url=x"]
-    assert _positional_command(["m", "url=x"]) == ["m", "url=x"]
+    assert positional_command(["m", "plan", "url=x"], COMMANDS) == ["m", "command=plan", "url=x"]
+    assert positional_command(["m", "url=x"], COMMANDS) == ["m", "url=x"]
 
 
 def test_cli_bad_bucket_is_one_line(tmp_path, s3_server):
