@@ -330,6 +330,8 @@ class CostMonitor(Callback):
         self.started_at = state_dict.get("started_at", self.started_at)
         self._alerted_before = set(state_dict.get("alerted", []))
         self._restored_last_step = state_dict.get("last_step")
+        if self._restored_last_step is not None:
+            self._last_step = int(self._restored_last_step)
 
     # ------------------------------------------------------------------ internals
     def _hash_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
