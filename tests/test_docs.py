@@ -19,8 +19,8 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PYTHON_PAGES = {"README.md", "recipes.md", "spot-checkpoint.md", "preemption.md", "precision.md", "finetune.md", "cost.md",
                 "rightsizing.md", "export.md"}
 # Pages whose Python snippets take more than a few seconds even shrunk (ONNX export + INT8 calibration, a memory
-# search over batch sizes): run with -m slow.
-SLOW_PAGES = {"export.md", "rightsizing.md"}
+# search over batch sizes, loading bitsandbytes): run with -m slow.
+SLOW_PAGES = {"export.md", "rightsizing.md", "precision.md"}
 RECIPE_CONFIG = {"finetune": "train"}  # recipe -> its config when the names differ
 
 
