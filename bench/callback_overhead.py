@@ -1,6 +1,11 @@
 """Step time with every mlcost_pl callback of ``configs/callbacks/default.yaml`` on vs bare Lightning, same model.
 
-``uv run python -m bench.callback_overhead [--quick]``
+``uv run python -m bench.callback_overhead [--quick] [--saves default] [--ddp]``
+
+``--saves default`` keeps the default config's save settings (``every_n_steps: 200``, ``every_seconds: 600``,
+async, a save at fit end, inside the timed window) instead of pushing saves past the run; ``--ddp`` runs both arms as
+2 forked gloo processes on CPU (``strategy="ddp_fork"``) and reports rank 0 (the step time includes the DDP gradient
+all-reduce in both arms; what differs is the callbacks' own collectives).
 
 The callbacks are composed through Hydra from ``configs/callbacks/default.yaml`` (so callbacks other features add to
 the default group are covered automatically) and only those from ``mlcost_pl`` are kept. Checkpoint writes' own I/O is
@@ -16,6 +21,7 @@ the bare step time.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -48,6 +54,8 @@ class StepTimer(Callback):
     def on_train_end(self, trainer, pl_module):
         self.t1, self.steps = time.perf_counter(), trainer.global_step - self.step0
         self.hook_s = self.hook_total - self.hook_at_t0
+        if getattr(self, "out", None):  # forked DDP ranks report through a file
+            Path(self.out, f"timer-rank{trainer.global_rank}.json").write_text(json.dumps([self.step_s, self.hook_s / self.steps]))
 
     @property
     def step_s(self) -> float:
@@ -71,8 +79,9 @@ def time_hooks(callbacks: list[Callback], timer: StepTimer) -> None:
             setattr(cb, name, wrapped)
 
 
-def mlcost_callbacks(tmp: str) -> tuple[list[Callback], list[str]]:
-    """Instantiate the mlcost_pl callbacks of ``configs/callbacks/default.yaml`` with saves pushed past the run."""
+def mlcost_callbacks(tmp: str, saves: str = "none") -> tuple[list[Callback], list[str]]:
+    """Instantiate the mlcost_pl callbacks of ``configs/callbacks/default.yaml``, saves pushed past the run unless
+    ``saves="default"``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -96,32 +105,41 @@ def mlcost_callbacks(tmp: str) -> tuple[list[Callback], list[str]]:
             continue
         with open_dict(node):
             for key, value in NO_SAVES.items():
-                if key in node:
+                if key in node and saves == "none":
                     node[key] = value
         out.append(instantiate(node))
     return out, skipped
 
 
-def run_once(arm: str, backbone: str, image_size: int, steps: int, warmup: int, dm: Any, tmp: str) -> tuple[float, float]:
+def run_once(arm: str, backbone: str, image_size: int, steps: int, warmup: int, dm: Any, tmp: str, saves: str = "none",
+             ddp: bool = False) -> tuple[float, float]:
     from mlcost_pl.models import ImageClassifier
 
     L.seed_everything(0, verbose=False)
     model = ImageClassifier(backbone, num_classes=dm.num_classes, in_channels=1)
-    callbacks = mlcost_callbacks(tmp)[0] if arm == "mlcost" else []
+    run_dir = tempfile.mkdtemp(dir=tmp)
+    callbacks = mlcost_callbacks(run_dir, saves)[0] if arm == "mlcost" else []
     timer = StepTimer(warmup)
+    timer.out = run_dir if ddp else None
     time_hooks(callbacks, timer)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, log_every_n_steps=10,
-        callbacks=[*callbacks, timer], logger=CSVLogger(tmp, name=f"{arm}"), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp,
+        accelerator="cpu", devices=2 if ddp else 1, strategy="ddp_fork" if ddp else "auto", max_steps=steps,
+        limit_val_batches=0, log_every_n_steps=10, callbacks=[*callbacks, timer], logger=CSVLogger(run_dir, name=f"{arm}"),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=run_dir,
     )
     trainer.fit(model, datamodule=dm)
+    if ddp:
+        step_s, hook_s = json.loads(Path(run_dir, "timer-rank0.json").read_text())
+        return step_s, hook_s
     return timer.step_s, timer.hook_s / timer.steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--saves", choices=("none", "default"), default="none",
+                        help="none: save intervals past the run (hook cost only); default: the default config's saves")
+    parser.add_argument("--ddp", action="store_true", help="2 forked gloo processes per arm (report rank 0)")
     args = parser.parse_args()
     from mlcost_pl.data import DigitsDataModule
 
@@ -131,8 +149,9 @@ def main() -> None:
     cases = [("tiny_cnn", 16, 60)] if args.quick else [("tiny_cnn", 16, 150), ("resnet18", 32, 60)]
     warmup = 5
     with tempfile.TemporaryDirectory() as tmp:
-        names = [type(c).__name__ for c in mlcost_callbacks(tmp)[0]]
-        print(f"mlcost_pl callbacks from configs/callbacks/default.yaml: {', '.join(names) or 'none'}")
+        names = [type(c).__name__ for c in mlcost_callbacks(tempfile.mkdtemp(dir=tmp), args.saves)[0]]
+        print(f"mlcost_pl callbacks from configs/callbacks/default.yaml: {', '.join(names) or 'none'}; "
+              f"saves: {args.saves}; {'DDP 2 x gloo (ddp_fork), rank 0' if args.ddp else '1 process'}")
         print(f"{'model':<10} {'steps':>5} {'bare ms/step':>13} {'mlcost ms/step':>15} {'ratio':>7} {'in-hook ms/step':>16} {'in-hook/bare':>13}"
               f"  (medians of {repeats} interleaved repeats)")
         for backbone, size, steps in cases:
@@ -142,7 +161,7 @@ def main() -> None:
             for r in range(repeats):
                 order = ("bare", "mlcost") if r % 2 == 0 else ("mlcost", "bare")
                 for arm in order:
-                    step_s, hook_s = run_once(arm, backbone, size, steps, warmup, dm, tmp)
+                    step_s, hook_s = run_once(arm, backbone, size, steps, warmup, dm, tmp, args.saves, args.ddp)
                     times[arm].append(step_s)
                     if arm == "mlcost":
                         hooks.append(hook_s)

@@ -1,16 +1,20 @@
 """Goodput under preemptions: ``uv run python -m bench.preemption_goodput [--quick]``.
 
 The same training run (a tiny MLP on the bundled digits, 40 steps per epoch) under the same seeded schedule of
-preemptions, delivered as real SIGTERMs to this process after a seeded number of executed steps per attempt:
+preemptions. Each attempt runs in a forked child process (Lightning is imported once, in the parent); after a seeded
+number of executed steps the parent sends the child a real SIGTERM (the notice) and, if it has not exited within the
+grace period (``--grace``, seconds), a SIGKILL (the machine goes away). Attempts are restarted until the run ends:
 
-(a) ours: SpotCheckpoint + PreemptionHandler: the notice makes an emergency checkpoint at the current step; the
-    attempt ends with ``PreemptedExit`` (exit code 75) and is restarted (the supervisor's policy, in-process so
-    that interpreter start-up is not counted), resuming mid-epoch exactly;
-(b) baseline: Lightning's ModelCheckpoint every epoch (``save_last=True``), restarted with ``ckpt_path="last"``;
-    Lightning's own SIGTERM handling stops the attempt after the current step.
+(a) ours: SpotCheckpoint(every_n_steps=N) + PreemptionHandler, Lightning's own ModelCheckpoint off
+    (``enable_checkpointing=False``): the notice makes an emergency checkpoint at the current step, the attempt exits
+    with code 75 and the next one resumes mid-epoch exactly;
+(b) Lightning's ModelCheckpoint every epoch (``save_last=True``), restarted with ``ckpt_path="last"``;
+(c) Lightning's ModelCheckpoint every N steps (``every_n_train_steps=N``, ``save_last=True``, the same N as (a)),
+    restarted with ``ckpt_path="last"``. Lightning's SIGTERM handling stops (b) and (c) after the current step.
 
-Goodput = useful steps (the run's final global step) / executed steps (every training step of every attempt).
-Repeats interleave (a) and (b) with a different schedule each; medians are printed.
+Goodput = useful steps (the run's final global step) / executed steps (every training step of every attempt, counted
+by the child after each step, so steps of a SIGKILLed attempt count). Repeats interleave the arms with a different
+schedule each; medians are printed.
 """
 
 from __future__ import annotations
@@ -50,49 +54,92 @@ class TinyMLP(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=1e-2)
 
 
-class Preempt(Callback):
-    """Counts executed steps; after ``after_steps`` of this attempt sends a real SIGTERM to this process."""
+class Progress(Callback):
+    """Writes the number of steps this attempt executed to ``path`` after every step (read by the parent)."""
 
-    def __init__(self, after_steps: int | None) -> None:
-        self.after_steps, self.executed = after_steps, 0
+    def __init__(self, path: Path) -> None:
+        self.path, self.executed = path, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.executed += 1
-        if self.executed == self.after_steps:
-            os.kill(os.getpid(), signal.SIGTERM)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(self.executed))
+        os.replace(tmp, self.path)
 
 
-def _trainer(epochs: int, callbacks: list) -> L.Trainer:
+def _trainer(epochs: int, callbacks: list, checkpointing: bool) -> L.Trainer:
     return L.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+                     limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1, enable_checkpointing=checkpointing)
 
 
-def run_one(method: str, epochs: int, gaps: list[int], workdir: Path) -> dict[str, float]:
-    """Train to the end under the preemption schedule ``gaps``; return steps, preemptions and wall seconds."""
-    executed, preemptions, attempt = 0, 0, 0
+def _attempt(method: str, epochs: int, every_n: int, attempt: int, workdir: Path) -> int:
+    """One attempt, in the forked child: train (resuming), return the exit code."""
+    L.seed_everything(0, verbose=False)
+    progress = Progress(workdir / "executed")
+    model, dm = TinyMLP(), DigitsDataModule(image_size=8, batch_size=32)
+    if method == "ours":
+        callbacks = [progress, SpotCheckpoint(str(workdir / "spot"), every_n_steps=every_n),
+                     PreemptionHandler(signals=["SIGTERM"], check_every_n_steps=1, grace_seconds=30)]
+        trainer, ckpt_path = _trainer(epochs, callbacks, checkpointing=False), None
+    else:
+        every = {"every_n_epochs": 1} if method == "mc_epoch" else {"every_n_train_steps": every_n}
+        mc = ModelCheckpoint(dirpath=str(workdir / "mc"), save_last=True, **every)
+        trainer = _trainer(epochs, [progress, mc], checkpointing=True)
+        ckpt_path = "last" if attempt else None
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    except SystemExit as exit_:  # PreemptedExit (75) for ours, Lightning's SIGTERMException for the baselines
+        return exit_.code if isinstance(exit_, PreemptedExit) else 128 + signal.SIGTERM
+    (workdir / "global_step").write_text(str(trainer.global_step))
+    return 0
+
+
+def _executed(path: Path) -> int:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def run_one(method: str, epochs: int, every_n: int, gaps: list[int], grace_s: float, workdir: Path) -> dict[str, float]:
+    """Train to the end under the preemption schedule ``gaps``; return steps, preemptions, SIGKILLs and wall seconds."""
+    executed, preemptions, killed, attempt = 0, 0, 0, 0
     start = time.perf_counter()
     while True:
-        L.seed_everything(0, verbose=False)
-        killer = Preempt(gaps[attempt] if attempt < len(gaps) else None)
-        model, dm = TinyMLP(), DigitsDataModule(image_size=8, batch_size=32)
-        if method == "ours":
-            callbacks = [killer, SpotCheckpoint(str(workdir / "spot")), PreemptionHandler(signals=["SIGTERM"], grace_seconds=30)]
-            trainer, ckpt_path = _trainer(epochs, callbacks), None
-        else:
-            mc = ModelCheckpoint(dirpath=str(workdir / "mc"), save_last=True, every_n_epochs=1)
-            trainer = _trainer(epochs, [killer, mc])
-            ckpt_path = "last" if attempt else None
-        code = 0
-        try:
-            trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-        except SystemExit as exit_:  # PreemptedExit (75) for ours, Lightning's SIGTERMException for the baseline
-            code = exit_.code if isinstance(exit_, PreemptedExit) else -signal.SIGTERM
-        executed += killer.executed
+        (workdir / "executed").unlink(missing_ok=True)
+        after = gaps[attempt] if attempt < len(gaps) else None
+        pid = os.fork()
+        if pid == 0:  # the attempt
+            code = 1
+            try:
+                code = _attempt(method, epochs, every_n, attempt, workdir)
+            finally:
+                os._exit(code)
+        status = None
+        while status is None:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = raw
+            elif after is not None and _executed(workdir / "executed") >= after:
+                os.kill(pid, signal.SIGTERM)  # the notice; the grace period starts now
+                deadline = time.monotonic() + grace_s
+                while status is None and time.monotonic() < deadline:
+                    done, raw = os.waitpid(pid, os.WNOHANG)
+                    status = raw if done else None
+                    time.sleep(0.002)
+                if status is None:  # past the grace: the machine is gone
+                    os.kill(pid, signal.SIGKILL)
+                    status = os.waitpid(pid, 0)[1]
+                    killed += 1
+            else:
+                time.sleep(0.002)
+        code = os.waitstatus_to_exitcode(status)
+        executed += _executed(workdir / "executed")
         attempt += 1
         if code == 0:
-            return {"useful": float(trainer.global_step), "executed": float(executed), "preemptions": float(preemptions),
-                    "wall_s": time.perf_counter() - start}
-        assert is_preemption(code), code
+            return {"useful": float((workdir / "global_step").read_text()), "executed": float(executed),
+                    "preemptions": float(preemptions), "sigkills": float(killed), "wall_s": time.perf_counter() - start}
+        assert is_preemption(code), f"{method}: attempt {attempt} failed with exit code {code}"
         preemptions += 1
         if attempt > 200:
             raise RuntimeError(f"{method}: no progress after {attempt} attempts")
@@ -104,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every-n-steps", type=int, default=20, help="checkpoint interval N of (a) and (c)")
+    p.add_argument("--grace", type=float, default=2.0, help="seconds from SIGTERM to SIGKILL")
     a = p.parse_args(argv)
     repeats = a.repeats or (2 if a.quick else 3)
     epochs = a.epochs or (4 if a.quick else 8)
@@ -113,30 +162,37 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    rows: dict[str, list[dict[str, float]]] = {"ours": [], "baseline": []}
+    methods = ("ours", "mc_steps", "mc_epoch")
+    rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     for r in range(repeats):
         rng = random.Random(a.seed + r)
         # Steps of work between preemptions: 0.5 to 2 epochs (a preemption every ~50 s of a real 1 step/s job).
         gaps = [rng.randint(STEPS_PER_EPOCH // 2, 2 * STEPS_PER_EPOCH) for _ in range(200)]
-        for method in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
+        for method in (methods if r % 2 == 0 else methods[::-1]):
             workdir = Path(tempfile.mkdtemp(prefix=f"goodput-{method}-"))
             try:
-                row = run_one(method, epochs, gaps, workdir)
+                row = run_one(method, epochs, a.every_n_steps, gaps, a.grace, workdir)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             row["goodput"] = row["useful"] / row["executed"]
             rows[method].append(row)
             print(f"repeat {r} {method:8s}: useful {row['useful']:.0f} / executed {row['executed']:.0f} steps = "
-                  f"{row['goodput']:.3f} ({row['preemptions']:.0f} preemptions, {row['wall_s']:.1f} s)", flush=True)
+                  f"{row['goodput']:.3f} ({row['preemptions']:.0f} preemptions, {row['sigkills']:.0f} SIGKILLed, "
+                  f"{row['wall_s']:.1f} s)", flush=True)
     med = {m: {k: statistics.median(x[k] for x in v) for k in v[0]} for m, v in rows.items()}
-    print(f"\nmedians over {repeats} repeats, {epochs} epochs x {STEPS_PER_EPOCH} steps, same preemption schedule:")
-    print(f"{'method':42s} {'useful':>7s} {'executed':>9s} {'goodput':>8s} {'preempt.':>8s} {'wall s':>7s}")
-    names = {"ours": "(a) SpotCheckpoint + PreemptionHandler", "baseline": "(b) ModelCheckpoint/epoch + ckpt_path=last"}
-    for m in ("ours", "baseline"):
+    print(f"\nmedians over {repeats} repeats, {epochs} epochs x {STEPS_PER_EPOCH} steps, same preemption schedule, "
+          f"grace {a.grace:g} s then SIGKILL, N = {a.every_n_steps} steps:")
+    print(f"{'method':52s} {'useful':>7s} {'executed':>9s} {'goodput':>8s} {'preempt.':>8s} {'SIGKILL':>7s} {'wall s':>7s}")
+    names = {"ours": "(a) SpotCheckpoint(every N) + PreemptionHandler",
+             "mc_steps": "(c) ModelCheckpoint every N steps + ckpt_path=last",
+             "mc_epoch": "(b) ModelCheckpoint/epoch + ckpt_path=last"}
+    for m in methods:
         x = med[m]
-        print(f"{names[m]:42s} {x['useful']:7.0f} {x['executed']:9.0f} {x['goodput']:8.3f} {x['preemptions']:8.1f} {x['wall_s']:7.1f}")
-    print(f"goodput ratio ours/baseline: {med['ours']['goodput'] / med['baseline']['goodput']:.3f}  "
-          f"(goal: ours >= 0.99: {'met' if med['ours']['goodput'] >= 0.99 else 'NOT met'})")
+        print(f"{names[m]:52s} {x['useful']:7.0f} {x['executed']:9.0f} {x['goodput']:8.3f} {x['preemptions']:8.1f} "
+              f"{x['sigkills']:7.1f} {x['wall_s']:7.1f}")
+    for m in ("mc_steps", "mc_epoch"):
+        print(f"goodput ratio ours/{m}: {med['ours']['goodput'] / med[m]['goodput']:.3f}")
+    print(f"goal ours >= 0.99: {'met' if med['ours']['goodput'] >= 0.99 else 'NOT met'}")
 
 
 if __name__ == "__main__":

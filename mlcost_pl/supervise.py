@@ -1,9 +1,12 @@
 """Restart supervisor: ``python -m mlcost_pl.supervise --max-restarts N [options] -- <command ...>``.
 
 Runs the command; when it exits with ``PREEMPTED_EXIT_CODE`` (75) or dies by a signal (SIGTERM, SIGKILL, SIGUSR1,
-SIGINT), reruns it after an exponential backoff, up to ``--max-restarts`` times. Other failures are rerun too, but
-``--crash-loop K`` consecutive failures that leave no new checkpoint under ``--checkpoint-dir`` (or, without one,
-K consecutive non-preemption failures) stop it with a message. SIGTERM, SIGINT, SIGUSR1, SIGUSR2 and SIGHUP sent to
+SIGINT), reruns it after an exponential backoff, up to ``--max-restarts`` times. Exit code 2 (a config or usage
+error: the same command fails the same way) is never rerun. Other failures are rerun too, but ``--crash-loop K``
+consecutive failures that commit no new checkpoint under ``--checkpoint-dir`` (a SpotCheckpoint folder: only a new
+``MANIFEST.json`` counts, not ``progress.json`` or a half-written file; or, without one, K consecutive
+non-preemption failures) stop it with a message. A folder that cannot be listed (a missing ``s3fs``, a network
+error) is reported and treated as "no checkpoint information", never as a reason to stop. SIGTERM, SIGINT, SIGUSR1, SIGUSR2 and SIGHUP sent to
 the supervisor are forwarded to the child; after a forwarded SIGTERM/SIGINT/SIGHUP the supervisor does not restart
 (the machine is going away): it waits for the child and exits with its code.
 
@@ -28,24 +31,33 @@ from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE, CrashLoopDetector,
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+USAGE_ERROR_EXIT_CODE = 2  # argparse, Hydra and the recipes' one-line errors: rerunning cannot help
 
 
-def checkpoint_fingerprint(url: str | None) -> object:
-    """A value that changes whenever a checkpoint file is added or rewritten under ``url`` (any fsspec URL)."""
-    if not url:
-        return None
-    from mlcost_pl.utils.fs import get_fs
+def committed_checkpoint_names(url: str) -> frozenset[str]:
+    """Names of the committed checkpoints (folders with a ``MANIFEST.json``) in a SpotCheckpoint folder.
 
-    fs, path = get_fs(url)
-    try:
-        found = fs.find(path, detail=True)
-    except (FileNotFoundError, NotADirectoryError):
-        return ()
-    return tuple(sorted((name, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("updated"))) for name, info in found.items()))
+    Raises:
+        Exception: whatever listing ``url`` raises (the caller decides what a failed listing means).
+    """
+    from mlcost_pl.checkpoint.manifest import committed_checkpoints
+    from mlcost_pl.checkpoint.storage import CheckpointStorage
+
+    return committed_checkpoints(CheckpointStorage(url))
 
 
 def _log(msg: str) -> None:
     print(f"[supervise] {msg}", file=sys.stderr, flush=True)
+
+
+def _listing(url: str) -> frozenset[str] | None:
+    """:func:`committed_checkpoint_names`, or ``None`` (with a message) when the folder cannot be listed."""
+    try:
+        return committed_checkpoint_names(url)
+    except Exception as err:  # noqa: BLE001 - a listing failure must not kill the supervisor
+        _log(f"cannot list --checkpoint-dir {url} ({type(err).__name__}: {' '.join(str(err).split())}); "
+             "counting this run without checkpoint information")
+        return None
 
 
 class Supervisor:
@@ -55,13 +67,19 @@ class Supervisor:
                  crash_loop: int = 3, checkpoint_dir: str | None = None) -> None:
         if not command:
             raise ValueError("command is empty: pass it after `--`, e.g. `-- python train.py`")
-        if max_restarts < 0:
-            raise ValueError(f"--max-restarts must be >= 0, got {max_restarts}")
-        if backoff < 0 or backoff_max < 0:
-            raise ValueError(f"--backoff and --backoff-max must be >= 0, got {backoff} and {backoff_max}")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"--max-restarts must be an integer >= 0, got {max_restarts!r}")
+        for name, value in (("--backoff", backoff), ("--backoff-max", backoff_max)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        if isinstance(crash_loop, bool) or not isinstance(crash_loop, int) or crash_loop < 1:
+            raise ValueError(f"--crash-loop must be an integer >= 1, got {crash_loop!r}")
+        if checkpoint_dir is not None and (not isinstance(checkpoint_dir, str) or not checkpoint_dir.strip()):
+            raise ValueError(f"--checkpoint-dir must be a path or fsspec URL, got {checkpoint_dir!r}")
         self.command, self.max_restarts, self.backoff, self.backoff_max = list(command), max_restarts, backoff, backoff_max
         self.checkpoint_dir = checkpoint_dir
-        self.detector = CrashLoopDetector(max_failures=crash_loop, fingerprint=checkpoint_fingerprint(checkpoint_dir))
+        before = _listing(checkpoint_dir) if checkpoint_dir else None
+        self.detector = CrashLoopDetector(max_failures=crash_loop, fingerprint=before)
         self.child: subprocess.Popen | None = None
         self.stopping: signal.Signals | None = None
         self.restarts = 0
@@ -106,9 +124,20 @@ class Supervisor:
             if self.stopping is not None:
                 _log(f"command ended ({what}) after the supervisor received {self.stopping.name}; not restarting")
                 return code if code > 0 else 128 - code
+            if code == USAGE_ERROR_EXIT_CODE:
+                _log(f"command failed with exit code {code} (a config or usage error: rerunning would fail the same way); "
+                     "not restarting. Fix the error above, then rerun.")
+                return code
             preempted = is_preemption(code)
-            # Without --checkpoint-dir, a preemption counts as progress and only other failures make a crash loop.
-            fingerprint = checkpoint_fingerprint(self.checkpoint_dir) if self.checkpoint_dir else (object() if preempted else None)
+            # Progress = a newly committed checkpoint. Without --checkpoint-dir (or when it cannot be listed), a
+            # preemption counts as progress and only other failures make a crash loop.
+            listed = _listing(self.checkpoint_dir) if self.checkpoint_dir else None
+            if listed is not None:
+                fingerprint: object = listed
+            elif preempted:
+                fingerprint = object()
+            else:
+                fingerprint = self.detector.fingerprint
             if self.detector.record(failed=True, fingerprint=fingerprint):
                 where = f"under {self.checkpoint_dir}" if self.checkpoint_dir else "(no --checkpoint-dir given)"
                 _log(f"crash loop: {self.detector.failures} consecutive failures without a new checkpoint {where}; "

@@ -13,11 +13,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlcost_pl.config import register_resolvers
+from mlcost_pl.cost.meter import process_start
 from mlcost_pl.distributed.launcher import requeue_on_preemption
 from mlcost_pl.errors import UserInputError
 from recipes._cli import run_cli
 
 register_resolvers()
+
+# Where the next CostMonitor starts billing: the process start (imports and data loading are paid for too), then the
+# end of the previous train() call in this process (recipes.finetune trains twice).
+_unbilled_since: float | None = None
 
 
 def check_identity(cfg: DictConfig) -> None:
@@ -56,13 +61,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from lightning.pytorch.utilities import rank_zero_info
 
     from mlcost_pl.callbacks.attempt_steps import AttemptSteps
-    from mlcost_pl.callbacks.cost_monitor import CostMonitor, cost_summary_rows, record_final_metrics
+    from mlcost_pl.callbacks.cost_monitor import CostMonitor
     from mlcost_pl.callbacks.extend_schedule import ExtendSchedule
     from mlcost_pl.callbacks.store_config import StoreConfig
     from mlcost_pl.config import instantiate_group
     from mlcost_pl.distributed.launcher import export_launcher_env
     from mlcost_pl.precision import resolve_precision
-    from mlcost_pl.summary import print_summary
+    from mlcost_pl.summary import cost_summary_rows, print_summary, record_final_metrics
     from recipes._cli import one_line_per_log_message
 
     one_line_per_log_message()
@@ -83,6 +88,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         callbacks.append(ExtendSchedule(int(cfg.extend_to_epochs)))
     attempt = AttemptSteps()  # what this command trained, as opposed to the run's totals after a resume
     callbacks.append(attempt)
+    global _unbilled_since
+    bill_start = _unbilled_since if _unbilled_since is not None else process_start()
+    for cb in callbacks:
+        if isinstance(cb, CostMonitor) and bill_start is not None:
+            cb.bill_from(bill_start)
     loggers = instantiate_group(cfg.get("logger"), "logger")
     precision, reason = resolve_precision(cfg.trainer.get("precision", "32-true"), accelerator=cfg.trainer.get("accelerator", "auto"))
     if reason != "set explicitly":
@@ -130,6 +140,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         cost_rows = cost_summary_rows(trainer)
         if cost_rows:
             print_summary("mlcost_pl cost", cost_rows)
+    _unbilled_since = time.monotonic()
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "cfg": cfg}
 
 

@@ -15,7 +15,8 @@ from typing_extensions import override
 
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.rightsizing.cache import SearchCache, cache_key, model_signature
-from mlcost_pl.rightsizing.probe import StepProbe, device_name, get_rng, probing, scale_learning_rates, set_rng
+from mlcost_pl.rightsizing.probe import StepProbe, device_name, probing, scale_learning_rates
+from mlcost_pl.utils.rng import capture_rng_states, restore_rng_states
 from mlcost_pl.rightsizing.search import (
     SearchResult,
     expected_saving,
@@ -245,11 +246,11 @@ class BatchSizeSearch(Callback):
 
         Does not change the batch size; ``on_fit_start`` applies the result after the ranks agree.
         """
-        rng = get_rng()  # drawing the sample batch consumes RNG (shuffling): restore it too
+        rng = capture_rng_states()  # drawing the sample batch consumes RNG (shuffling): restore it too
         try:
             return self._search(trainer, pl_module)
         finally:
-            set_rng(rng)
+            restore_rng_states(rng)
 
     def _search(self, trainer: Trainer, pl_module: LightningModule) -> tuple[SearchResult, bool]:
         loader = trainer.fit_loop._data_source.dataloader()

@@ -18,12 +18,16 @@ from typing_extensions import override
 from mlcost_pl.cost.anomaly import Anomaly, Baseline, baseline, check
 from mlcost_pl.cost.catalog import resolve_instance
 from mlcost_pl.cost.ledger import Ledger, merge_row, new_run_id, open_ledger
-from mlcost_pl.cost.meter import CostMeter, instances_needed
 from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
+from mlcost_pl.cost.meter import CostMeter, instances_needed
 from mlcost_pl.cost.webhook import post_json, validate_url
+from mlcost_pl.preemption.agreement import agreement_for, at_optimizer_boundary, poll
+from mlcost_pl.utils.checks import check_choice, check_int, check_number
 
 MARKETS = ("on_demand", "spot")
 BUDGET_ON = ("spent", "projected")
+# What ``CostMonitor()`` bills this machine at when no price is given (the configs' default for ``custom``).
+PLACEHOLDER_USD_PER_HOUR = 0.10
 
 
 def _now_iso() -> str:
@@ -50,12 +54,16 @@ class CostMonitor(Callback):
     Cost is wall time x the hourly price of the instances the run occupies: the price comes from the bundled catalog
     (``mlcost_pl/cost/prices.yaml``, dated, overridable) and is multiplied by the instance count derived from the
     trainer (``num_nodes`` x ``ceil(devices per node / GPUs per instance)`` on GPUs; one machine per node on CPU).
-    Billed time is the wall time of ``trainer.fit`` (setup, validation and checkpointing included), summed across
-    resumes: the cumulative totals live in the checkpoint (``state_dict``).
+    Billed time is the whole wall time of ``trainer.fit``, from the ``setup`` hook to the ``teardown`` hook (set-up,
+    sanity check, validation, checkpointing and the final save included), summed across resumes: the cumulative totals
+    live in the checkpoint (``state_dict``). :meth:`bill_from` moves the start earlier (the recipes bill from process
+    start: imports and data loading are paid for too). The final total is logged at ``teardown``, before the loggers
+    are finalized.
 
     Args:
         instance: a catalog instance type (``p4d.24xlarge``, ``g2-standard-4``, ...) or ``custom`` (this machine).
-        usd_per_hour: on-demand USD per instance-hour; required for ``custom``, overrides the catalog otherwise.
+        usd_per_hour: on-demand USD per instance-hour; overrides the catalog. For ``custom`` with no price anywhere,
+            the placeholder ``PLACEHOLDER_USD_PER_HOUR`` (0.10) is used, with a message saying so.
         spot_usd_per_hour: spot USD per instance-hour; overrides the catalog's typical spot price.
         market: what the run pays: ``on_demand`` or ``spot``.
         prices: catalog overrides/additions, ``{name: {on_demand, spot, gpus, gpu, cloud, region}}``.
@@ -78,8 +86,8 @@ class CostMonitor(Callback):
         clock: monotonic seconds; inject a fake in tests.
 
     Raises:
-        ValueError: an unknown instance (the nearest catalog names are listed), ``custom`` without a price, a bad
-            ``market``/``budget_on``/``max_usd``/``alert_k``/``webhook_url`` (named).
+        ValueError: an unknown instance (the nearest catalog names are listed), a wrong type or range of any
+            argument (``market``, ``budget_on``, ``max_usd``, ``alert_k``, ``min_steps``, ``webhook_url``, ...; named).
 
     Logged (every ``trainer.log_every_n_steps`` steps; keys are absent, not zero, where unknown):
 
@@ -95,8 +103,8 @@ class CostMonitor(Callback):
     ``cost/lost_steps``                steps re-done after preemptions (from SpotCheckpoint)
     ``cost/usd_lost_preemption``       their dollar cost
     ``gpu/util_pct``                   GPU utilization (needs nvidia-ml-py), CUDA only
-    ``gpu/mem_allocated_gb``           ``torch.cuda.memory_allocated``, CUDA only
-    ``gpu/mem_reserved_max_gb``        ``torch.cuda.max_memory_reserved``, CUDA only
+    ``gpu/mem_allocated_gb``           ``torch.cuda.memory_allocated`` in GB (10^9 bytes), CUDA only
+    ``gpu/mem_reserved_max_gb``        ``torch.cuda.max_memory_reserved`` in GB (10^9 bytes), CUDA only
     =================================  =================================================================
 
     Example:
@@ -127,23 +135,34 @@ class CostMonitor(Callback):
         webhook_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if market not in MARKETS:
-            raise ValueError(f"market must be one of {MARKETS}, got {market!r}")
-        if budget_on not in BUDGET_ON:
-            raise ValueError(f"budget_on must be one of {BUDGET_ON}, got {budget_on!r}")
-        if max_usd is not None and (not isinstance(max_usd, (int, float)) or not max_usd > 0):
-            raise ValueError(f"max_usd must be a number > 0 or None, got {max_usd!r}")
-        if alert_k is not None and (not isinstance(alert_k, (int, float)) or not alert_k > 0):
-            raise ValueError(f"alert_k must be a number > 0 or None, got {alert_k!r}")
-        if not isinstance(alert_min_runs, int) or alert_min_runs < 1:
-            raise ValueError(f"alert_min_runs must be an integer >= 1, got {alert_min_runs!r}")
-        if not isinstance(min_steps, int) or min_steps < 1:
-            raise ValueError(f"min_steps must be an integer >= 1, got {min_steps!r}")
-        if not webhook_timeout > 0:
-            raise ValueError(f"webhook_timeout must be > 0, got {webhook_timeout!r}")
-        if ledger is not None and not str(ledger):
-            raise ValueError("ledger must be a path or fsspec URL, or None")
-        self.price = resolve_instance(instance, usd_per_hour, spot_usd_per_hour, dict(prices) if prices else None, prices_file)
+        if not isinstance(instance, str) or not instance:
+            raise ValueError(f"instance must be a catalog instance name or 'custom', got {instance!r}")
+        check_choice("market", market, MARKETS)
+        check_choice("budget_on", budget_on, BUDGET_ON)
+        check_number("usd_per_hour", usd_per_hour, strict=False, allow_none=True)
+        check_number("spot_usd_per_hour", spot_usd_per_hour, strict=False, allow_none=True)
+        check_number("max_usd", max_usd, allow_none=True)
+        check_number("alert_k", alert_k, allow_none=True)
+        check_int("alert_min_runs", alert_min_runs)
+        check_int("min_steps", min_steps)
+        check_number("webhook_timeout", webhook_timeout)
+        if prices is not None and not isinstance(prices, Mapping):
+            raise ValueError(f"prices must be a mapping {{instance: {{on_demand, spot, ...}}}} or None, got {prices!r}")
+        for arg, value in (("prices_file", prices_file), ("run_name", run_name), ("config_hash", config_hash)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{arg} must be a non-empty string or None, got {value!r}")
+        if ledger is not None and (not isinstance(ledger, str) or not ledger.strip()):
+            raise ValueError(f"ledger must be a path or fsspec URL, or None; got {ledger!r}")
+        if not callable(clock):
+            raise ValueError(f"clock must be a callable returning monotonic seconds, got {clock!r}")
+        self.price_is_placeholder = False
+        try:
+            self.price = resolve_instance(instance, usd_per_hour, spot_usd_per_hour, dict(prices) if prices else None, prices_file)
+        except ValueError as err:
+            if instance != "custom" or usd_per_hour is not None or "has no price" not in str(err):
+                raise
+            self.price = resolve_instance(instance, PLACEHOLDER_USD_PER_HOUR, spot_usd_per_hour, dict(prices) if prices else None, prices_file)
+            self.price_is_placeholder = True
         if market == "spot" and self.price.spot is None:
             raise ValueError(f"market='spot' but instance {instance!r} has no spot price: give spot_usd_per_hour=...")
         self.instance = self.price.name
@@ -180,6 +199,16 @@ class CostMonitor(Callback):
         self._alerted_before: set[str] = set()
         self._restored_last_step: int | None = None
         self._dry_run = False
+        self._bill_from: float | None = None
+        self._in_fit = False
+
+    def bill_from(self, start: float) -> None:
+        """Bill the next fit from ``start`` (a ``clock()`` reading, e.g. the process start) instead of its ``setup``.
+
+        Used once: a later fit (a resume in the same process) starts at its own ``setup`` again.
+        """
+        check_number("start", start, minimum=-math.inf, strict=False)
+        self._bill_from = float(start)
 
     # ------------------------------------------------------------------ pure helpers
     def _rate(self, market: str) -> float:
@@ -187,8 +216,10 @@ class CostMonitor(Callback):
         return 0.0 if price is None else price * self.num_instances
 
     @property
+    @override
     def state_key(self) -> str:
-        return self._generate_state_key(instance=self.instance, market=self.market)
+        # Not the instance or market: a run resumed on another instance type or market keeps its totals and run id.
+        return "CostMonitor"
 
     def _spot_figures(self, trainer: pl.Trainer) -> dict[str, float]:
         spot = find_spot_checkpoint(trainer)
@@ -228,7 +259,10 @@ class CostMonitor(Callback):
 
     # ------------------------------------------------------------------ hooks
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        # The first hook of a fit: the instance is paid for from here (or from bill_from) to teardown.
         uses_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
         self.num_instances = instances_needed(int(trainer.num_nodes), int(trainer.num_devices), self.price.gpus, uses_gpu)
         self.meter.usd_per_hour = self._rate(self.market)
@@ -236,16 +270,24 @@ class CostMonitor(Callback):
         self.meter.spot_usd_per_hour = None if self.price.spot is None else self._rate("spot")
         if self.meter.spot_usd_per_hour is not None and self.meter.usd_spot_total is None:
             self.meter.usd_spot_total = 0.0
-        self.meter.start()
+        self.meter.start(at=self._bill_from)
+        self._bill_from = None
+        self._in_fit = True
         self.started_at = self.started_at or _now_iso()
         self.status = "running"
         self._stopping = False
+        if self.max_usd is not None:  # every rank decides on its own meter; ranks agree every check_every_n_steps
+            agreement_for(trainer).register("cost_monitor", self._over_budget_locally)
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = self._start_step = trainer.global_step
         self._dry_run = bool(trainer.fast_dev_run)  # a smoke test: no ledger rows (as Lightning writes no logs)
         if trainer.is_global_zero and self.ledger_url is not None and not self._dry_run:
             self._ledger = open_ledger(self.ledger_url, self.ledger_storage_options)  # bad locations fail here, before any training
+        placeholder = " (a placeholder price: pass usd_per_hour=<USD per hour of this machine>)" if self.price_is_placeholder else ""
         rank_zero_info(
-            f"CostMonitor: {self.instance} x {self.num_instances} on {self.market} = ${self.meter.usd_per_hour:.4g}/h"
+            f"CostMonitor: {self.instance} x {self.num_instances} on {self.market} = ${self.meter.usd_per_hour:.4g}/h{placeholder}"
             + (f", budget ${self.max_usd:.4g} ({self.budget_on})" if self.max_usd else "")
         )
 
@@ -282,7 +324,7 @@ class CostMonitor(Callback):
         self.meter.tick(steps=steps, samples=_batch_size(batch) * trainer.world_size)
         if steps and trainer._logger_connector.should_update_logs:
             self._log(trainer, pl_module)
-        if self.max_usd is not None and not self._stopping:
+        if self.max_usd is not None and not self._stopping and at_optimizer_boundary(trainer):
             self._check_budget(trainer)
 
     @override
@@ -293,20 +335,30 @@ class CostMonitor(Callback):
             self._log(trainer, pl_module, on_step=False)
 
     @override
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.meter.stop()
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.meter.stop()
-        if self.status == "running":
-            self.status = "finished"
-        self._write_ledger(trainer)
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or not self._in_fit:
+            return
+        self._finish(trainer, "finished")
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._in_fit:
+            self._finish(trainer, "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
+
+    def _finish(self, trainer: pl.Trainer, status: str) -> None:
+        """Stop the meter, log the final totals (before Lightning finalizes the loggers) and write the ledger row."""
         self.meter.stop()
-        self.status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self._in_fit = False
+        if self.status == "running":
+            self.status = status
+        if trainer.is_global_zero:
+            final = self.figures(trainer)
+            self.last_metrics = {**self.last_metrics, **final}
+            for logger in trainer.loggers:
+                try:
+                    logger.log_metrics(final, step=trainer.global_step)
+                except Exception as err:  # noqa: BLE001 - a logger failing at the end must not hide the run's result
+                    rank_zero_warn(f"CostMonitor: could not log the final cost to {type(logger).__name__}: {err}")
         self._write_ledger(trainer)
 
     @override
@@ -402,17 +454,30 @@ class CostMonitor(Callback):
                            "instance": self.instance, "step": trainer.global_step, **anomaly.as_dict()}
                 post_json(self.webhook_url, payload, timeout=self.webhook_timeout)
 
+    def _budget_reason(self, step: int) -> str | None:
+        """Why this rank's meter says stop, or ``None``."""
+        if self.max_usd is None:
+            return None
+        if self.meter.usd_total >= self.max_usd:
+            return f"spent ${self.meter.usd_total:.4g} >= max_usd ${self.max_usd:.4g}"
+        if self.budget_on == "projected" and step - self._start_step >= self.min_steps:
+            remaining = None if self._planned_steps is None or not math.isfinite(self._planned_steps) else max(0.0, self._planned_steps - step)
+            projected = None if remaining is None else self.meter.projected_usd(remaining)
+            if projected is not None and projected >= self.max_usd:
+                return f"projected ${projected:.4g} >= max_usd ${self.max_usd:.4g}"
+        return None
+
+    def _over_budget_locally(self) -> bool:
+        return self._budget_reason(self._last_step) is not None
+
     def _check_budget(self, trainer: pl.Trainer) -> None:
-        reason = None
-        if trainer.is_global_zero:
-            if self.meter.usd_total >= self.max_usd:
-                reason = f"spent ${self.meter.usd_total:.4g} >= max_usd ${self.max_usd:.4g}"
-            elif self.budget_on == "projected" and trainer.global_step - self._start_step >= self.min_steps:
-                projected = self.projected_usd(trainer)
-                if projected is not None and projected >= self.max_usd:
-                    reason = f"projected ${projected:.4g} >= max_usd ${self.max_usd:.4g}"
-        if trainer.world_size > 1:
-            reason = trainer.strategy.broadcast(reason, src=0)  # every rank stops at the same step
+        if trainer.world_size == 1:
+            reason = self._budget_reason(trainer.global_step)
+        else:  # no broadcast per step: the shared flag reduce, every check_every_n_steps steps
+            agreed = poll(trainer)
+            if not (agreed and agreed.get("cost_monitor")):
+                return
+            reason = self._budget_reason(trainer.global_step) or "the budget was reached on another rank"
         if reason is None:
             return
         self._stopping = True
@@ -480,64 +545,3 @@ class CostMonitor(Callback):
             ledger.upsert(merge_row(ledger.get(self.run_id), row, trained=trainer.global_step > self._start_step))
         except Exception as err:  # noqa: BLE001 - the run's result matters more than its ledger row
             rank_zero_warn(f"CostMonitor: could not write the ledger {self.ledger_url}: {err}")
-
-
-def techniques_in_use(trainer: pl.Trainer) -> list[str]:
-    """mlcost_pl callbacks on the trainer plus precision, strategy and gradient accumulation when not the default."""
-    out = [type(c).__name__ for c in trainer.callbacks
-           if type(c).__module__.startswith("mlcost_pl.") and type(c).__name__ != "AttemptSteps"]  # bookkeeping only
-    if str(trainer.precision) not in ("32-true", "32"):
-        out.append(f"precision={trainer.precision}")
-    if trainer.world_size > 1:
-        out.append(f"{type(trainer.strategy).__name__} x {trainer.world_size}")
-    if trainer.accumulate_grad_batches > 1:
-        out.append(f"accumulate_grad_batches={trainer.accumulate_grad_batches}")
-    return out
-
-
-def cost_summary_rows(trainer: pl.Trainer) -> list[tuple[str, object]]:
-    """Rows for the recipes' cost table: spent, on-demand vs spot equivalent, lost to preemption, checkpoint overhead
-    and the techniques in use. Empty when the trainer has no :class:`CostMonitor`."""
-    monitor = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
-    if monitor is None:
-        return []
-    f = monitor.figures(trainer)
-    m = monitor.meter
-    rows: list[tuple[str, object]] = [
-        ("instance", f"{monitor.instance} x {monitor.num_instances} ({monitor.price.cloud}, {monitor.market}, ${m.usd_per_hour:.4g}/h)"),
-        ("spent (USD)", m.usd_total),
-        ("on-demand equivalent (USD)", f["cost/usd_on_demand_equivalent"]),
-        ("spot equivalent (USD)", f.get("cost/usd_spot_equivalent", "no spot price")),
-        ("USD per step", m.usd_per_step_overall if m.usd_per_step_overall is not None else "-"),
-        ("billed time (s)", m.seconds_total),
-    ]
-    if "cost/usd_lost_preemption" in f:
-        rows.append(("lost to preemption", f"${f['cost/usd_lost_preemption']:.4g} ({int(f['cost/lost_steps'])} steps re-done)"))
-    else:
-        rows.append(("lost to preemption", "not tracked (no SpotCheckpoint)"))
-    if "cost/checkpoint_s" in f:
-        rows.append(("checkpoint overhead", f"{f['cost/checkpoint_s']:.3g} s = ${f['cost/usd_checkpoint']:.4g}"))
-    else:
-        rows.append(("checkpoint overhead", "not tracked (no SpotCheckpoint)"))
-    if monitor.max_usd is not None:
-        rows.append(("budget", f"${monitor.max_usd:.4g} ({monitor.budget_on}); {monitor.status}"))
-    if monitor.alerts:
-        rows.append(("cost alerts", "; ".join(a.message() for a in monitor.alerts)))
-    rows.append(("techniques", ", ".join(techniques_in_use(trainer)) or "none"))
-    if monitor.ledger_url:
-        rows.append(("ledger", monitor.ledger_url))
-    return rows
-
-
-def record_final_metrics(trainer: pl.Trainer, metrics: Mapping[str, float]) -> None:
-    """Add metrics known only after fit (e.g. ``test/acc``) to the run's ledger row (rank zero; never raises)."""
-    monitor = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
-    if monitor is None or monitor.ledger_url is None or not trainer.is_global_zero or monitor._dry_run:
-        return
-    try:
-        row = monitor._row(trainer)
-        row["metrics"].update({k: float(v) for k, v in metrics.items() if not k.startswith(("cost/", "gpu/"))})
-        ledger = open_ledger(monitor.ledger_url, monitor.ledger_storage_options)
-        ledger.upsert(merge_row(ledger.get(monitor.run_id), row, trained=trainer.global_step > monitor._start_step))
-    except Exception as err:  # noqa: BLE001 - a report must not fail the run
-        rank_zero_warn(f"CostMonitor: could not update the ledger {monitor.ledger_url}: {err}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import warnings
@@ -16,36 +15,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
+from mlcost_pl.preemption.agreement import agreement_for, at_optimizer_boundary, poll
 from mlcost_pl.preemption.restart import PREEMPTED_EXIT_CODE, PreemptedExit
 from mlcost_pl.preemption.sampler import ResumableSampler, restores_itself, unsupported_reason, wrap_dataloader
 from mlcost_pl.preemption.signals import DEFAULT_SIGNALS, SignalNotice
 from mlcost_pl.preemption.watchers import WATCHERS, NoticeWatcher, make_watcher
+from mlcost_pl.utils.checks import check_bool, check_int, check_number
+from mlcost_pl.utils.rng import restore_rng_states
 
 _LIGHTNING_NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    try:
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = [name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)]  # weights_only-safe
-    except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
-        pass
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "python" in state:
-        random.setstate(state["python"])
-    if "numpy" in state:
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 class PreemptionHandler(Callback):
@@ -54,8 +32,9 @@ class PreemptionHandler(Callback):
     Notices: the configured signals (SIGTERM and SIGUSR1 by default: Kubernetes/GCP send SIGTERM, SLURM the signal of
     ``--signal``) and, optionally, cloud metadata watchers polled from a background thread (``aws``: IMDSv2
     ``spot/instance-action``; ``gcp``: ``instance/preempted``; ``azure``: Scheduled Events ``Preempt``). On a notice,
-    the current optimizer step finishes, every ``check_every_n_steps`` steps the ranks reduce a notice flag (one tiny
-    all-reduce; in a single process the flag is read every step at no cost), and all ranks call
+    the current optimizer step (the whole gradient-accumulation window) finishes, every ``check_every_n_steps`` steps
+    the ranks reduce a notice flag (one tiny all-reduce, shared with SpotCheckpoint's time trigger and CostMonitor's
+    budget; in a single process the flag is read every step at no cost), and all ranks call
     ``SpotCheckpoint.save_now(trainer, reason="preemption")`` at the same step: a synchronous, verified checkpoint.
     Then ``PreemptedExit`` (a ``SystemExit`` with code 75, "preempted, restart me") leaves the process; run it under
     ``python -m mlcost_pl.supervise`` (or a cluster's restart policy) to resume.
@@ -63,10 +42,11 @@ class PreemptionHandler(Callback):
     Exact mid-epoch resume: the train DataLoaders built on ``RandomSampler``, ``SequentialSampler`` or
     ``DistributedSampler`` (all bundled DataModules) get a ``ResumableSampler`` whose epoch order depends only on
     ``(seed, epoch)``; after a mid-epoch resume it skips the indices already consumed (without loading them), so the
-    model sees exactly the batches of an uninterrupted run. The CPU RNG states (torch, Python, NumPy) are saved too and
-    restored at the resumed step. Stateful loaders (litdata's ``StreamingDataLoader``: ``state_dict``/``load_state_dict``)
-    resume at the exact sample from the state Lightning stores in every checkpoint, the emergency one included. Other
-    loaders restart the interrupted epoch from its beginning, with one warning.
+    model sees exactly the batches of an uninterrupted run. The RNG states (torch, CUDA, Python, NumPy), saved once per
+    checkpoint by SpotCheckpoint, are re-applied at the resumed step. Stateful loaders (litdata's
+    ``StreamingDataLoader``: ``state_dict``/``load_state_dict``) resume at the exact sample from the state Lightning
+    stores in every checkpoint, the emergency one included. Other loaders restart the interrupted epoch from its
+    beginning, with one warning.
 
     Needs a ``SpotCheckpoint`` (any callback with ``save_now``) on the same Trainer.
 
@@ -115,15 +95,18 @@ class PreemptionHandler(Callback):
     ) -> None:
         if isinstance(watchers, str):
             watchers = [watchers]
+        if isinstance(signals, (str, int)):
+            signals = [signals]
         unknown = [w for w in watchers if w not in WATCHERS]
         if unknown:
             raise ValueError(f"watchers: unknown cloud(s) {unknown}; choose from {sorted(WATCHERS)}")
-        if poll_seconds <= 0:
-            raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
-        if check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
-        if grace_seconds <= 0:
-            raise ValueError(f"grace_seconds must be > 0, got {grace_seconds}")
+        check_number("poll_seconds", poll_seconds)
+        check_int("check_every_n_steps", check_every_n_steps)
+        check_number("grace_seconds", grace_seconds)
+        check_bool("exact_resume", exact_resume)
+        check_bool("exit_on_notice", exit_on_notice)
+        if metadata_url is not None and (not isinstance(metadata_url, str) or not metadata_url.startswith(("http://", "https://"))):
+            raise ValueError(f"metadata_url must be an http:// or https:// URL or None, got {metadata_url!r}")
         self.notice = SignalNotice(signals)
         self.watcher_names = list(watchers)
         self.metadata_url = metadata_url
@@ -132,14 +115,13 @@ class PreemptionHandler(Callback):
         self.grace_seconds = grace_seconds
         self.exact_resume = exact_resume
         self.exit_on_notice = exit_on_notice
-        if metadata_url is not None:  # validate the URL now, not at fit start
-            make_watcher(self.watcher_names[0] if self.watcher_names else "aws", print, metadata_url, poll_seconds)
         self.preemptions = 0
         self.seed: int | None = None
         self.last_save_seconds: float | None = None
         self.last_checkpoint: str | None = None
         self._watchers: list[NoticeWatcher] = []
         self._spot: Any = None
+        self._legacy_rng: dict[str, Any] | None = None  # checkpoints written before SpotCheckpoint held the one copy
         self._rng_to_restore: dict[str, Any] | None = None
         self._warned: set[str] = set()
 
@@ -167,6 +149,7 @@ class PreemptionHandler(Callback):
             )
         if self.seed is None:  # not restored from a checkpoint: from the global seed (seed_everything), no RNG draw
             self.seed = int(torch.initial_seed() % (2**62))
+        agreement_for(trainer).register("preemption", self.notice.is_set, every_n_steps=self.check_every_n_steps)
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -180,13 +163,18 @@ class PreemptionHandler(Callback):
         if trainer.local_rank == 0:  # one poller per machine; the flag reduction spreads it to every rank
             self._watchers = [make_watcher(n, self.notice.set, self.metadata_url, self.poll_seconds).start() for n in self.watcher_names]
         mid_epoch = self._prepare_loaders(trainer, resuming=True) if self.exact_resume else False
+        rng = getattr(self._spot, "loaded_rng_states", None) or self._legacy_rng
+        self._legacy_rng = None
+        # Re-applied now (sanity-check validation and loader set-up drew from the RNGs since the restore) or, for
+        # stateful loaders, at the first resumed batch.
+        self._rng_to_restore = rng if self.exact_resume else None
         combined = getattr(trainer.fit_loop, "_combined_loader", None)
         if mid_epoch and combined is not None and any(restores_itself(dl) for dl in combined.flattened):
             # A stateful loader (litdata) starts its iterator, one RNG draw for its base seed, at its first batch:
             # restore the RNG state after that, at the first resumed batch (on_train_batch_start).
             return
         if self._rng_to_restore is not None:
-            _set_rng_state(self._rng_to_restore)
+            restore_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
             if not mid_epoch and getattr(trainer.fit_loop, "_data_fetcher", None) is not None:
                 # At an epoch boundary the uninterrupted run creates the next epoch's iterator after this state
@@ -196,7 +184,7 @@ class PreemptionHandler(Callback):
     @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._rng_to_restore is not None:  # deferred by on_train_start (stateful loaders)
-            _set_rng_state(self._rng_to_restore)
+            restore_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
     @override
@@ -275,12 +263,15 @@ class PreemptionHandler(Callback):
     # ------------------------------------------------------------------ the notice
 
     def _agreed(self, trainer: L.Trainer) -> bool:
+        """Whether to save now: at an optimizer boundary (never mid accumulation window), agreed by every rank.
+
+        One process reads the flag at every boundary; several share one all-reduce every ``check_every_n_steps``
+        steps with SpotCheckpoint's and CostMonitor's time and budget flags (see ``mlcost_pl.preemption.agreement``).
+        """
         if trainer.world_size == 1:
-            return self.notice.is_set()
-        if trainer.fit_loop.epoch_loop._should_accumulate() or trainer.global_step % self.check_every_n_steps != 0:
-            return False
-        flag = torch.tensor([1.0 if self.notice.is_set() else 0.0], device=trainer.strategy.root_device)
-        return bool(trainer.strategy.reduce(flag, reduce_op="sum").item() > 0)
+            return self.notice.is_set() and at_optimizer_boundary(trainer)
+        agreed = poll(trainer)
+        return bool(agreed and agreed.get("preemption"))
 
     @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -319,11 +310,11 @@ class PreemptionHandler(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"preemptions": self.preemptions, "seed": self.seed, "rng": _rng_state(), "exit_code": PREEMPTED_EXIT_CODE}
+        # The RNG states travel once per checkpoint, in SpotCheckpoint's state; this callback restores them in time.
+        return {"preemptions": self.preemptions, "seed": self.seed, "exit_code": PREEMPTED_EXIT_CODE}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.preemptions = int(state_dict.get("preemptions", 0))
         self.seed = state_dict.get("seed", self.seed)
-        if self.exact_resume and state_dict.get("rng") is not None:
-            self._rng_to_restore = state_dict["rng"]
+        self._legacy_rng = state_dict.get("rng")

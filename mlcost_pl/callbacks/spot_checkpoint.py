@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -27,44 +28,13 @@ from mlcost_pl.checkpoint.manifest import (
     serialize,
     write_progress,
 )
+from mlcost_pl.checkpoint.states import claim_callback_states
 from mlcost_pl.checkpoint.storage import CheckpointStorage
+from mlcost_pl.preemption.agreement import agreement_for, at_optimizer_boundary, poll
+from mlcost_pl.utils.checks import check_bool, check_choice, check_int, check_number
+from mlcost_pl.utils.rng import capture_rng_states, restore_rng_states
 
 DEFAULT_MTBF_SECONDS = 6 * 3600.0
-
-
-def collect_rng_states() -> dict[str, Any]:
-    """torch, CUDA, numpy and Python RNG states, as tensors/ints so ``torch.load(weights_only=True)`` accepts them."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    out: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["torch.cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Inverse of :func:`collect_rng_states` (missing entries are left alone)."""
-    import random
-
-    import numpy as np
-
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    if "torch.cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["torch.cuda"])
-    if "numpy" in states:
-        kind, keys, pos, has_gauss, gauss = states["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "python" in states:
-        version, internal, gauss = states["python"]
-        random.setstate((version, tuple(internal), gauss))
 
 
 @dataclass
@@ -82,7 +52,7 @@ class SpotCheckpoint(Callback):
     Each checkpoint is a folder ``step-<global step>-<unix ms>/`` holding ``checkpoint.ckpt`` (Lightning's full
     checkpoint dict plus RNG states) and ``MANIFEST.json`` (sizes, sha256, step, time, versions), written last as the
     commit marker. Local files are written to a temporary name in the target folder, fsynced and renamed, and the
-    folder is fsynced. ``latest`` moves only after a commit; ``keep_last`` prunes older checkpoints only after a newer
+    folder is fsynced. ``keep_last`` prunes older checkpoints only after a newer
     one is committed. With the callback on the Trainer, ``trainer.fit(model)`` without ``ckpt_path`` resumes from the
     newest checkpoint that verifies (skipping, with a warning naming it, any newer one that does not); an explicit
     ``ckpt_path`` still wins.
@@ -92,7 +62,10 @@ class SpotCheckpoint(Callback):
         every_n_steps: save when ``global_step`` is a multiple of this.
         every_seconds: save when this many wall seconds passed since the last save; ``"auto"`` picks the interval
             from the measured save cost and ``mtbf_seconds`` (Young/Daly, ``sqrt(2 x save_s x mtbf_s)``), re-estimated
-            after each save. May be combined with ``every_n_steps``.
+            after each save. May be combined with ``every_n_steps``. Saves land only where an optimizer step just ran
+            (never inside a gradient-accumulation window). With several ranks, ``every_n_steps`` is decided by each
+            rank alone and time triggers are agreed in the shared flag all-reduce every ``check_every_n_steps``
+            steps (PreemptionHandler's setting, 10 by default): no collective per step.
         keep_last: committed checkpoints to keep (older ones are deleted after a newer commit).
         async_save: snapshot the state to CPU memory and write it on a background thread; the loop blocks only for
             the snapshot. At most one save is in flight; a periodic trigger that finds one in flight is skipped
@@ -116,7 +89,7 @@ class SpotCheckpoint(Callback):
 
     ==============================  ==========================================================================
     ``checkpoint/blocked_s``        seconds the training loop was blocked by this checkpoint
-    ``checkpoint/written_bytes``    bytes written for this checkpoint (data, manifest, ``latest``)
+    ``checkpoint/written_bytes``    bytes written for this checkpoint (data and manifest)
     ``checkpoint/write_s``          seconds to serialize, hash, write and commit it (background when async)
     ``checkpoint/committed_total``  checkpoints committed so far (kept across resumes)
     ``checkpoint/interval_s``       the chosen save interval (``every_seconds="auto"`` only)
@@ -146,22 +119,27 @@ class SpotCheckpoint(Callback):
         backoff_s: float = 0.5,
         on_busy: str = "skip",
     ) -> None:
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
+        check_int("every_n_steps", every_n_steps, allow_none=True)
         self._auto = isinstance(every_seconds, str)
         if self._auto and every_seconds != "auto":
             raise ValueError(f"every_seconds must be a positive number, 'auto' or None, got {every_seconds!r}")
         if not self._auto and every_seconds is not None:
-            if isinstance(every_seconds, bool) or not isinstance(every_seconds, (int, float)) or not every_seconds > 0 or math.isinf(every_seconds):
-                raise ValueError(f"every_seconds must be a positive number, 'auto' or None, got {every_seconds!r}")
-        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-            raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
-        if mtbf_seconds is not None and (not isinstance(mtbf_seconds, (int, float)) or not mtbf_seconds > 0):
-            raise ValueError(f"mtbf_seconds must be a positive number or None, got {mtbf_seconds!r}")
-        if not progress_every_seconds > 0:
-            raise ValueError(f"progress_every_seconds must be > 0, got {progress_every_seconds!r}")
-        if on_busy not in ("skip", "wait"):
-            raise ValueError(f"on_busy must be 'skip' or 'wait', got {on_busy!r}")
+            try:
+                check_number("every_seconds", every_seconds)
+            except ValueError:
+                raise ValueError(f"every_seconds must be a positive number, 'auto' or None, got {every_seconds!r}") from None
+        check_int("keep_last", keep_last)
+        check_bool("async_save", async_save)
+        check_bool("save_on_fit_end", save_on_fit_end)
+        check_number("mtbf_seconds", mtbf_seconds, allow_none=True)
+        check_bool("resume", resume)
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise ValueError(f"storage_options must be a mapping of fsspec options or None, got {storage_options!r}")
+        check_number("progress_every_seconds", progress_every_seconds)
+        check_int("retries", retries, minimum=0)
+        check_number("backoff_s", backoff_s, strict=False)
+        check_choice("on_busy", on_busy, ("skip", "wait"))
+        storage_options = dict(storage_options) if storage_options is not None else None
         self._storage = CheckpointStorage(str(dirpath), storage_options)
         self.dirpath: str = self._storage.url
         self.every_n_steps = every_n_steps
@@ -192,6 +170,7 @@ class SpotCheckpoint(Callback):
         self._last_write_s: float = 0.0
         self._last_save_time = time.monotonic()
         self._last_saved_step: int | None = None
+        self.loaded_rng_states: dict[str, Any] | None = None  # from the checkpoint this fit resumed from
         self._last_progress_time = 0.0
         self._progress: dict[str, Any] = {}
         self._restored_from: str | None = None
@@ -219,7 +198,8 @@ class SpotCheckpoint(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(dirpath=self.dirpath)
+        # Not the folder: a run resumed from a moved or re-mounted folder must still find its state (and RNG).
+        return "SpotCheckpoint"
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -230,7 +210,8 @@ class SpotCheckpoint(Callback):
             "checkpoints_committed": self.checkpoints_committed + (1 if self._dumping else 0),
             "bytes_written_total": self.bytes_written_total,
             "save_cost_s": self._save_cost_s,
-            "rng_states": collect_rng_states(),
+            # The one copy of the RNG states per checkpoint (PreemptionHandler re-applies it at the resumed step).
+            "rng_states": capture_rng_states(),
         }
 
     @override
@@ -243,7 +224,22 @@ class SpotCheckpoint(Callback):
         rng = state_dict.get("rng_states")
         if rng:
             # Now, while Lightning restores: before the fit loop builds its first dataloader iterator.
-            set_rng_states(rng)
+            restore_rng_states(rng)
+            self.loaded_rng_states = rng
+
+    @staticmethod
+    def _claim_states(trainer: pl.Trainer, checkpoint: Any) -> None:
+        """Move callback states stored under older keys (instance, market or folder in them) to today's keys.
+
+        Runs before Lightning matches states to callbacks, so Lightning's own warning ("Please add the following
+        callbacks: [...]") then names only the states that no callback on this Trainer claims.
+        """
+        stored = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+        if not isinstance(stored, dict) or not stored:
+            return
+        renames, _ = claim_callback_states(stored, [(cb.state_key, type(cb).__qualname__) for cb in trainer.callbacks])
+        for old, new in renames.items():
+            stored[new] = stored.pop(old)
 
     # ------------------------------------------------------------------ fit start: check, resume
     @override
@@ -268,6 +264,9 @@ class SpotCheckpoint(Callback):
             raise RuntimeError(message)
         self._restored_from = None
         self.resumed_from = None
+        self.loaded_rng_states = None
+        if self._interval_s is not None or self._auto:  # time-based triggers: ranks agree, at most every N steps
+            agreement_for(trainer).register("spot_checkpoint", lambda: self._time_due() is not None)
         if self.resume:
             self._install_resume(trainer)
 
@@ -287,7 +286,9 @@ class SpotCheckpoint(Callback):
             self._uninstall_resume(trainer)
             if checkpoint_path or trainer.state.fn != TrainerFn.FITTING:
                 self._restored_from = str(checkpoint_path) if checkpoint_path else None
-                return original(checkpoint_path, weights_only=weights_only)
+                original(checkpoint_path, weights_only=weights_only)
+                self._claim_states(trainer, connector._loaded_checkpoint)
+                return None
             loaded = self._load_newest_valid(trainer)
             if loaded is None:
                 rank_zero_info(f"SpotCheckpoint: no committed checkpoint in {self.dirpath}; starting from scratch")
@@ -297,6 +298,7 @@ class SpotCheckpoint(Callback):
 
             connector._ckpt_path = url
             connector._loaded_checkpoint = _pl_migrate_checkpoint(checkpoint, url)
+            self._claim_states(trainer, connector._loaded_checkpoint)
             self._restored_from = url
             self.resumed_from = url
             return None
@@ -355,23 +357,34 @@ class SpotCheckpoint(Callback):
             self._last_progress_time = time.monotonic()
 
     # ------------------------------------------------------------------ triggers
+    def _time_due(self) -> str | None:
+        """This rank's time-based trigger, if due (ranks then agree through the shared flag reduce)."""
+        if self._auto and self._save_cost_s is None:
+            return "first save, to measure the save cost for every_seconds='auto'"
+        if self._interval_s is not None and time.monotonic() - self._last_save_time >= self._interval_s:
+            return f"every {self._interval_s:.0f} s"
+        return None
+
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not self._active:
             return
         self._collect(trainer)
         step = trainer.global_step
-        if step == self._last_saved_step or step == 0:
+        # Only where an optimizer step just ran: mid-window the partial gradients would be lost (exact resume).
+        if step == self._last_saved_step or step == 0 or not at_optimizer_boundary(trainer):
             return
         due = []
-        if self.every_n_steps and step % self.every_n_steps == 0:
+        if self.every_n_steps and step % self.every_n_steps == 0:  # every rank knows the step: no collective
             due.append(f"every_n_steps={self.every_n_steps}")
-        if self._auto and self._save_cost_s is None:
-            due.append("first save, to measure the save cost for every_seconds='auto'")
-        elif self._interval_s is not None and time.monotonic() - self._last_save_time >= self._interval_s:
-            due.append(f"every {self._interval_s:.0f} s")
-        if trainer.world_size > 1:
-            due = trainer.strategy.broadcast(due)
+        if self._interval_s is not None or self._auto:
+            if trainer.world_size == 1:
+                reason = self._time_due()
+                due += [reason] if reason else []
+            else:
+                agreed = poll(trainer)  # one shared all-reduce every check_every_n_steps, none in between
+                if agreed is not None and agreed.get("spot_checkpoint"):
+                    due.append(self._time_due() or "time-based trigger on another rank")
         if due:
             self._save(trainer, reason="; ".join(due), periodic=True)
         elif trainer.is_global_zero and time.monotonic() - self._last_progress_time >= self.progress_every_seconds:
@@ -411,8 +424,12 @@ class SpotCheckpoint(Callback):
 
     def _save(self, trainer: pl.Trainer, reason: str, periodic: bool, force_sync: bool = False) -> str | None:
         use_async = self.async_save and not force_sync
-        if trainer.is_global_zero and self._writer.busy:
-            if use_async and periodic and self.on_busy == "skip":
+        may_skip = use_async and periodic and self.on_busy == "skip"
+        busy = trainer.is_global_zero and self._writer.busy
+        if may_skip and trainer.world_size > 1:
+            busy = bool(trainer.strategy.broadcast(busy))  # every rank skips, or none (at save steps only)
+        if busy:
+            if may_skip:
                 rank_zero_info(f"SpotCheckpoint: skipped a save at step {trainer.global_step} ({reason}): one is still in flight")
                 return None
             rank_zero_info(f"SpotCheckpoint: waiting for the in-flight save before saving at step {trainer.global_step}")
@@ -445,11 +462,12 @@ class SpotCheckpoint(Callback):
             self.last_save_seconds = blocked
             self.blocked_seconds_total += blocked
             self._log(trainer, {"checkpoint/blocked_s": blocked})
-            if self._auto:
-                self._save_cost_s = blocked if self._save_cost_s is None else 0.5 * self._save_cost_s + 0.5 * blocked
             if not use_async:
                 self._collect(trainer)
         trainer.strategy.barrier("SpotCheckpoint.save")
+        if self._auto:  # on every rank, so each rank's time trigger knows the save cost was measured
+            blocked = self.last_save_seconds if trainer.is_global_zero else time.perf_counter() - start + wait_s
+            self._save_cost_s = blocked if self._save_cost_s is None else 0.5 * self._save_cost_s + 0.5 * blocked
         self._last_saved_step = step
         self._last_save_time = time.monotonic()
         if self._auto:
@@ -457,7 +475,7 @@ class SpotCheckpoint(Callback):
         return url
 
     def _write(self, state: Any, name: str, step: int, meta: dict[str, Any]) -> _SaveResult:
-        """Serialize, commit (data, then manifest, then ``latest``), prune, record progress. Runs off-loop when async."""
+        """Serialize, commit (data, then the manifest), prune, record progress. Runs off-loop when async."""
         start = time.perf_counter()
         data = serialize(state)
         ref, written = commit_checkpoint(self._storage, {CKPT_FILE: data}, step, meta, name=name)

@@ -6,7 +6,6 @@ A SpotCheckpoint directory looks like::
       step-000000200-1764418500123/      one checkpoint: <global step>-<unix ms when written>
         checkpoint.ckpt                  torch.save of Lightning's checkpoint dict
         MANIFEST.json                    written LAST: files, sizes, sha256, global step, time, library versions
-      latest                             name of the newest committed checkpoint (moves only after a commit)
       progress.json                      newest executed global step (for counting re-done steps after a resume)
 
 A checkpoint without a manifest, or whose files do not match it, is invisible to :func:`find_latest_valid`.
@@ -32,7 +31,6 @@ from mlcost_pl.errors import MissingInputError
 
 MANIFEST = "MANIFEST.json"
 CKPT_FILE = "checkpoint.ckpt"
-LATEST = "latest"
 PROGRESS = "progress.json"
 FORMAT = "mlcost_pl.spot_checkpoint/1"
 _NAME_RE = re.compile(r"^step-(\d{9,})-(\d{13,})$")
@@ -114,7 +112,9 @@ def commit_checkpoint(
     name: str | None = None,
     on_data_written: Callable[[], None] | None = None,
 ) -> tuple[CheckpointRef, int]:
-    """Write ``files`` into a new checkpoint folder, then its manifest (the commit), then move ``latest``.
+    """Write ``files`` into a new checkpoint folder, then its manifest (the commit).
+
+    The newest checkpoint is found by listing the folder (names sort by time), so there is no pointer to update.
 
     Returns:
         ``(ref, bytes_written)``.
@@ -140,7 +140,6 @@ def commit_checkpoint(
     }
     blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
     written += storage.write_atomic(f"{name}/{MANIFEST}", blob)
-    written += storage.write_atomic(LATEST, name.encode())
     ref = CheckpointRef(name, storage.url_of(name), storage.url_of(f"{name}/{CKPT_FILE}"), int(global_step), manifest)
     return ref, written
 
@@ -197,6 +196,14 @@ def list_checkpoints(storage: CheckpointStorage) -> list[str]:
     """Checkpoint folder names (committed or not), newest first."""
     names = [n for n in storage.listdir("") if parse_name(n)]
     return sorted(names, key=parse_name, reverse=True)
+
+
+def committed_checkpoints(storage: CheckpointStorage) -> frozenset[str]:
+    """Names of the checkpoint folders that hold a manifest (committed; not verified: cheap enough to poll).
+
+    ``python -m mlcost_pl.supervise`` counts a run as progress only when this set gains a name.
+    """
+    return frozenset(n for n in list_checkpoints(storage) if storage.exists(f"{n}/{MANIFEST}"))
 
 
 def _warn(message: str) -> None:

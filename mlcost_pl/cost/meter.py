@@ -6,12 +6,33 @@ Pure Python: no Lightning, no torch. ``CostMonitor`` is the Lightning adapter ov
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 SECONDS_PER_HOUR = 3600.0
+
+
+def process_start(clock: Callable[[], float] = time.monotonic) -> float | None:
+    """When this process started, as a ``clock()`` reading (Linux ``/proc``), or ``None`` where unknown.
+
+    The recipes bill from here: the instance is paid for while Python imports Lightning and loads data too.
+
+    Example:
+        >>> t = process_start()
+        >>> t is None or t <= time.monotonic()
+        True
+    """
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22 of stat(5): start time in clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return clock() - max(0.0, age)
 
 
 def instances_needed(num_nodes: int, devices_per_node: int, gpus_per_instance: int, uses_gpu: bool) -> int:
@@ -44,11 +65,6 @@ class CostWindow:
     usd: float
     steps: int
     samples: int
-
-    @property
-    def window_steps(self) -> int:
-        """Steps counted since the last :meth:`window`."""
-        return self.steps_total - self._mark[2]
 
     @property
     def usd_per_step(self) -> float | None:
@@ -106,9 +122,11 @@ class CostMeter:
     def running(self) -> bool:
         return self._last is not None
 
-    def start(self) -> None:
-        """Start (or restart) accruing from now; a new segment (one fit, e.g. after a resume)."""
-        self._last = self.clock()
+    def start(self, at: float | None = None) -> None:
+        """Start (or restart) accruing from now, or from ``at`` (an earlier ``clock()`` reading, e.g. the process
+        start); a new segment (one fit, e.g. after a resume)."""
+        now = self.clock()
+        self._last = now if at is None else min(float(at), now)
         self.segments += 1
         self._segment_start = (self.seconds_total, self.usd_total, self.steps_total, self.samples_total)
         self._mark = (self.seconds_total, self.usd_total, self.steps_total, self.samples_total)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 from mlcost_pl.data import encodings
 from mlcost_pl.data.manifest import MANIFEST_NAME, SPLITS, Manifest, SplitInfo
 from mlcost_pl.data.remote import apply_allow_http, boto_options, fsspec_options, is_remote
+from mlcost_pl.utils.fs import atomic_write_local, replace_dir
 
 COMPRESSIONS = (None, "zstd")
 
@@ -196,6 +198,24 @@ def _write_splits(splits: dict[str, _Split], root: str, compression: str | None,
     import litdata
 
     os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # no PyPI call from a training job
+    # litdata stages chunks for a remote output in one fixed folder (<tmp>/chunks) and deletes it afterwards, so two
+    # optimize calls at once (two jobs on a host, parallel tests) would delete each other's chunks: give each its own.
+    previous = os.environ.get("DATA_OPTIMIZER_CACHE_FOLDER")
+    with tempfile.TemporaryDirectory(prefix="mlcost-optimize-") as staging_cache:
+        os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = staging_cache
+        try:
+            _optimize_splits(splits, root, compression, chunk_bytes, num_workers, boto, http)
+        finally:
+            if previous is None:
+                os.environ.pop("DATA_OPTIMIZER_CACHE_FOLDER", None)
+            else:
+                os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = previous
+
+
+def _optimize_splits(splits: dict[str, _Split], root: str, compression: str | None, chunk_bytes: str | int,
+                     num_workers: int, boto: dict[str, Any], http: tuple[str, str | None, bool]) -> None:
+    import litdata
+
     for name, split in splits.items():
         if not len(split.y):
             raise ValueError(f"data: split {name!r} is empty; nothing to optimize")
@@ -238,14 +258,5 @@ def _manifest(splits: dict[str, _Split], root: str, target: Any, spec: dict[str,
 
 def _replace_local(staging: str, final: str, manifest: Manifest) -> None:
     """Write the manifest into ``staging`` and rename it to ``final`` (the old dataset, if any, is dropped after)."""
-    from mlcost_pl.checkpoint.storage import CheckpointStorage, fsync_dir
-
-    CheckpointStorage(staging).write_atomic(MANIFEST_NAME, manifest.to_json().encode())
-    old = None
-    if os.path.exists(final):
-        old = f"{staging}.old"
-        os.replace(final, old)
-    os.replace(staging, final)
-    fsync_dir(os.path.dirname(final))
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    atomic_write_local(os.path.join(staging, MANIFEST_NAME), manifest.to_json())
+    replace_dir(staging, final)

@@ -17,9 +17,11 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
+from mlcost_pl.utils.fs import is_local
+
 
 def is_remote(url: str) -> bool:
-    return "://" in str(url) and not str(url).startswith("file://")
+    return not is_local(url)
 
 
 def boto_options(endpoint_url: str | None, storage_options: dict[str, Any] | None) -> dict[str, Any]:

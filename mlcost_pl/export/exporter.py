@@ -38,6 +38,7 @@ from mlcost_pl.export.report import (
     verify_command,
     write_manifest,
 )
+from mlcost_pl.utils.fs import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +192,9 @@ def export(
 
 
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    old = None
-    if out_dir.exists():
-        if not overwrite:
-            raise UserInputError(f"output folder {out_dir} appeared during the export; pass export.overwrite=true")
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists() and not overwrite:
+        raise UserInputError(f"output folder {out_dir} appeared during the export; pass export.overwrite=true")
+    replace_dir(tmp, out_dir)
 
 
 def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str, fmt: str, max_drop: float,

@@ -76,12 +76,21 @@ class CrashLoopDetector:
     failures: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_failures < 1:
-            raise ValueError(f"max_failures must be >= 1, got {self.max_failures}")
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 1:
+            raise ValueError(f"crash_loop (max_failures) must be an integer >= 1, got {self.max_failures!r}")
 
     def record(self, failed: bool, fingerprint: object) -> bool:
-        """Record one run's outcome and the fingerprint after it; True means a crash loop (stop restarting)."""
-        progressed = fingerprint != self.fingerprint
+        """Record one run's outcome and the fingerprint after it; True means a crash loop (stop restarting).
+
+        Set fingerprints (the names of committed checkpoints) progress only when a name is new: retention deleting
+        old checkpoints is not progress. Other fingerprints progress on any change.
+        """
+        if isinstance(fingerprint, (set, frozenset)) and isinstance(self.fingerprint, (set, frozenset)):
+            progressed = bool(fingerprint - self.fingerprint)
+        elif isinstance(fingerprint, (set, frozenset)) and self.fingerprint is None:
+            progressed = bool(fingerprint)
+        else:
+            progressed = fingerprint != self.fingerprint
         self.fingerprint = fingerprint
         self.failures = 0 if (progressed or not failed) else self.failures + 1
         return self.failures >= self.max_failures

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import gc
 import math
-import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
 from mlcost_pl.rightsizing.memory import GIB, measure_step_memory
+from mlcost_pl.utils.rng import capture_rng_states, restore_rng_states
 
 
 def is_oom(err: BaseException) -> bool:
@@ -93,32 +93,6 @@ def free_device_memory(cuda: bool) -> None:
         torch.cuda.empty_cache()
 
 
-def get_rng() -> dict[str, Any]:
-    """The torch, CUDA, Python and NumPy RNG states."""
-    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-
-        rng["numpy"] = np.random.get_state()
-    except ImportError:
-        pass
-    return rng
-
-
-def set_rng(rng: dict[str, Any]) -> None:
-    """Restore what :func:`get_rng` returned."""
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    if "cuda" in rng:
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    if "numpy" in rng:
-        import numpy as np
-
-        np.random.set_state(rng["numpy"])
-
-
 def _to_cpu(obj: Any) -> Any:
     return apply_to_collection(obj, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
 
@@ -135,7 +109,7 @@ def take_snapshot(module: nn.Module, trainer: Any) -> dict[str, Any]:
         "grads": {n: (None if p.grad is None else p.grad.detach().to("cpu", copy=True)) for n, p in module.named_parameters()},
         "optimizers": [copy.deepcopy(_to_cpu(o.state_dict())) for o in trainer.optimizers],
         "modes": {name: m.training for name, m in module.named_modules()},
-        "rng": get_rng(),
+        "rng": capture_rng_states(),
     }
 
 
@@ -152,7 +126,7 @@ def restore_snapshot(module: nn.Module, trainer: Any, snap: dict[str, Any]) -> N
     modes = snap["modes"]
     for name, m in module.named_modules():
         m.training = modes.get(name, m.training)
-    set_rng(snap["rng"])
+    restore_rng_states(snap["rng"])
     try:
         from torchmetrics import Metric
     except ImportError:

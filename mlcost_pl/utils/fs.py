@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import time
 import uuid
 from typing import Any
 
@@ -98,6 +100,28 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def replace_dir(staging: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Move the finished local folder ``staging`` to ``final``; a folder already at ``final`` is moved aside first and
+    removed only after the new one is in place, so ``final`` is never half-written.
+
+    Example:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp(); os.makedirs(f"{root}/new")
+        >>> replace_dir(f"{root}/new", f"{root}/out"); os.path.isdir(f"{root}/out")
+        True
+    """
+    staging, final = os.fspath(staging), os.fspath(final)
+    old = None
+    if os.path.exists(final):
+        parent, name = os.path.split(os.path.abspath(final))
+        old = os.path.join(parent, f".{name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(final, old)
+    os.replace(staging, final)
+    fsync_dir(os.path.dirname(os.path.abspath(final)))
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_local(path: str | os.PathLike[str], data: bytes | bytearray | memoryview | str) -> int:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mlcost_pl.callbacks import CostMonitor
-from mlcost_pl.callbacks.cost_monitor import cost_summary_rows
+from mlcost_pl.summary import cost_summary_rows
 from mlcost_pl.cost import open_ledger
 from tests.helpers.runif import RunIf
 from tests.helpers.servers import webhook_server  # noqa: F401 - fixture
@@ -73,7 +73,7 @@ def test_logs_the_documented_keys_to_the_logger(tmp_path):
     # spot is what we pay; the on-demand equivalent of the same wall time is dearer
     assert 0 < float(last["cost/usd_spot_equivalent"]) == pytest.approx(float(last["cost/usd_total"]))
     assert float(last["cost/usd_on_demand_equivalent"]) > float(last["cost/usd_total"])
-    assert float(last["cost/samples_per_s"]) > 0
+    assert float([r for r in rows if r.get("cost/samples_per_s")][-1]["cost/samples_per_s"]) > 0
     (row,) = open_ledger(tmp_path / "ledger.sqlite").rows()
     assert row["status"] == "finished" and row["steps"] == 8 and row["samples"] == 64 and row["instance"] == "g5.xlarge"
     assert row["usd_total"] == pytest.approx(monitor.meter.usd_total) and "train/loss" in row["metrics"]
@@ -218,7 +218,13 @@ def test_no_alert_without_history_or_within_k(tmp_path, webhook_server):
     ("kwargs", "match"),
     [
         ({"instance": "p4d.24xlarg"}, "Did you mean: p4d.24xlarge"),
-        ({"instance": "custom"}, "usd_per_hour"),
+        ({"instance": "custom", "usd_per_hour": "1.0"}, "usd_per_hour"),
+        ({"instance": 5}, "instance"),
+        ({"instance": "g5.xlarge", "min_steps": 2.5}, "min_steps"),
+        ({"instance": "g5.xlarge", "alert_min_runs": True}, "alert_min_runs"),
+        ({"instance": "g5.xlarge", "webhook_timeout": "5"}, "webhook_timeout"),
+        ({"instance": "g5.xlarge", "ledger": ""}, "ledger"),
+        ({"instance": "g5.xlarge", "prices": ["custom"]}, "prices"),
         ({"instance": "g5.xlarge", "market": "reserved"}, "market"),
         ({"instance": "g5.xlarge", "max_usd": 0}, "max_usd"),
         ({"instance": "g5.xlarge", "budget_on": "vibes"}, "budget_on"),
@@ -230,6 +236,81 @@ def test_no_alert_without_history_or_within_k(tmp_path, webhook_server):
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CostMonitor(**kwargs)
+
+
+def test_defaults_work_with_a_placeholder_price_that_says_so(tmp_path, caplog):
+    monitor = CostMonitor()
+    assert monitor.price_is_placeholder and monitor.meter.usd_per_hour == pytest.approx(0.10)
+    with caplog.at_level("INFO"):
+        _trainer(tmp_path, [monitor], max_steps=2, logger=False).fit(TinyModule())
+    assert monitor.meter.usd_total > 0 and "a placeholder price: pass usd_per_hour=" in caplog.text
+    assert not CostMonitor(usd_per_hour=1.0).price_is_placeholder
+
+
+class Recording(CSVLogger):
+    """A CSVLogger that also keeps every logged value in memory."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.logged: list[dict] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append(dict(metrics))
+        super().log_metrics(metrics, step)
+
+
+class SlowModule(TinyModule):
+    """Work the old meter did not bill: set-up before on_fit_start, and a slow teardown after training ends."""
+
+    def setup(self, stage):
+        import time
+
+        time.sleep(0.4)
+
+    def on_train_end(self):
+        import time
+
+        time.sleep(0.4)
+
+
+def test_bills_the_whole_fit_and_the_final_total_reaches_the_loggers(tmp_path):
+    import time
+
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, ledger=None)  # $1 per second
+    logger = Recording(tmp_path, name="csv", version="")
+    trainer = _trainer(tmp_path, [monitor], logger=logger)
+    model = SlowModule()
+    start = time.monotonic()
+    trainer.fit(model)
+    wall = time.monotonic() - start
+    billed = monitor.meter.seconds_total
+    # Everything between setup and teardown: > 95 % of the wall clock around fit (the old meter billed ~60 % here).
+    assert 0.95 * wall <= billed <= wall, (billed, wall)
+    logged = max(m["cost/usd_total"] for m in logger.logged if "cost/usd_total" in m)
+    assert logged == pytest.approx(monitor.meter.usd_total)  # the final total, not the last step's
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        assert max(float(r["cost/usd_total"]) for r in csv.DictReader(f) if r.get("cost/usd_total")) == pytest.approx(logged)
+
+
+def test_bill_from_an_earlier_start_counts_it(tmp_path):
+    clock = TickClock()
+    monitor = CostMonitor("custom", usd_per_hour=3600.0, clock=clock, ledger=None)
+    monitor.bill_from(-99.0)  # e.g. the process start, 100 clock seconds before the first read
+    _trainer(tmp_path, [monitor], logger=False).fit(TinyModule())
+    assert monitor.meter.seconds_total == pytest.approx(10.0 + 100.0)
+    with pytest.raises(ValueError, match="start"):
+        monitor.bill_from("now")
+
+
+def test_resume_on_another_instance_and_market_keeps_totals_and_run_id(tmp_path):
+    first = CostMonitor("g5.xlarge", market="spot", clock=TickClock(), ledger=None)
+    trainer = _trainer(tmp_path, [first], max_steps=4, logger=False)
+    trainer.fit(TinyModule())
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    second = CostMonitor("custom", usd_per_hour=1.0, clock=TickClock(), ledger=None)
+    trainer = _trainer(tmp_path, [second], max_steps=8, logger=False)
+    trainer.fit(TinyModule(), ckpt_path=str(tmp_path / "mid.ckpt"))
+    assert second.run_id == first.run_id and second.meter.steps_total == 8 and second.meter.segments == 2
 
 
 def test_fit_twice_and_state_round_trip(tmp_path):

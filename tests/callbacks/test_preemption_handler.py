@@ -65,8 +65,11 @@ def test_state_round_trip():
     a = PreemptionHandler()
     a.preemptions, a.seed = 2, 1234
     b = PreemptionHandler()
+    assert "rng" not in a.state_dict()  # the RNG states are saved once per checkpoint, by SpotCheckpoint
     b.load_state_dict(a.state_dict())
-    assert (b.preemptions, b.seed) == (2, 1234) and b._rng_to_restore is not None
+    assert (b.preemptions, b.seed) == (2, 1234)
+    b.load_state_dict({**a.state_dict(), "rng": {"torch": torch.get_rng_state()}})  # a checkpoint from before
+    assert b._legacy_rng is not None
     b.load_state_dict({})  # an old checkpoint without our keys still loads
     assert b.preemptions == 0
     import pickle
@@ -106,6 +109,12 @@ def test_bad_arguments_are_named():
         PreemptionHandler(check_every_n_steps=0)
     with pytest.raises(ValueError, match="unknown signal"):
         PreemptionHandler(signals=["SIGNOPE"])
+    for kwargs, name in [({"poll_seconds": "5"}, "poll_seconds"), ({"check_every_n_steps": 2.5}, "check_every_n_steps"),
+                         ({"grace_seconds": 0}, "grace_seconds"), ({"exact_resume": "no"}, "exact_resume"),
+                         ({"exit_on_notice": 1}, "exit_on_notice"), ({"metadata_url": "ftp://x"}, "metadata_url")]:
+        with pytest.raises(ValueError, match=name) as info:
+            PreemptionHandler(**kwargs)
+        assert "base_url" not in str(info.value), info.value
 
 
 def test_signal_saves_at_the_step_and_resume_sees_exactly_the_remaining_batches(tmp_path):
@@ -222,3 +231,72 @@ def test_ddp_notice_on_one_rank_saves_all_ranks_at_the_same_step(tmp_path):
     assert int(s0) % 2 == 0  # check_every_n_steps=2
     ckpt = torch.load(resolve_checkpoint(str(tmp_path / "ckpt")), weights_only=False)
     assert ckpt["global_step"] == int(s0)
+
+
+class ValMLP(TinyMLP):
+    """TinyMLP (dropout) with a validation loop: validation draws from the global RNG (its loader's base seed)."""
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/loss", torch.nn.functional.cross_entropy(self.net(x), y))
+
+
+class AtBatch(Recorder):
+    """Records batches; sends the notice after the ``at_batch``-th micro-batch (steps repeat under accumulation)."""
+
+    def __init__(self, at_batch: int | None = None) -> None:
+        super().__init__()
+        self.at_batch = at_batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if len(self.seen) == self.at_batch:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _fit_with(tmp_path, recorder, model_cls=TinyMLP, spot_kw=None, epochs=2, **trainer_kw):
+    L.seed_everything(0, verbose=False)
+    handler = PreemptionHandler(signals=["SIGUSR1"], exit_on_notice=False)
+    spot = SpotCheckpoint(str(tmp_path), **(spot_kw or {}))
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[recorder, spot, handler], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", **trainer_kw)
+    model = model_cls()
+    g = torch.Generator().manual_seed(2)
+    val = TensorDataset(torch.randn(12, 8, 8, generator=g), torch.arange(12) % 10)
+    trainer.fit(model, train_dataloaders=DataLoader(_data(), batch_size=4, shuffle=True),
+                val_dataloaders=DataLoader(val, batch_size=4) if "val_check_interval" in trainer_kw else None)
+    return trainer, spot, model
+
+
+def _assert_same(ref_model, model):
+    for k, v in ref_model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+# Mid accumulation window (batches 4-6 / 7-9 form a window).
+@pytest.mark.parametrize("at_batch", [5, pytest.param(8, marks=pytest.mark.slow)])
+def test_exact_resume_with_gradient_accumulation(tmp_path, at_batch):
+    """accumulate_grad_batches=3: the notice lands mid-window; the save waits for the window's optimizer step, so
+    the resumed run sees the remaining batches and ends bitwise equal. Also time-triggered saves (every_seconds)
+    must only land at window boundaries."""
+    kw = {"accumulate_grad_batches": 3, "limit_val_batches": 0, "num_sanity_val_steps": 0}
+    spot_kw = {"every_seconds": 1e-6}  # a time trigger due at every batch
+    _, _, ref_model = _fit_with(tmp_path / "ref", ref := Recorder(), spot_kw=spot_kw, **kw)
+    trainer, spot, _ = _fit_with(tmp_path / "a", first := AtBatch(at_batch), spot_kw=spot_kw, **kw)
+    assert len(first.seen) % 3 == 0  # stopped at the end of a window, not at the notice
+    _, spot, model = _fit_with(tmp_path / "a", rest := Recorder(), spot_kw=spot_kw, **kw)
+    assert spot.resumed_from is not None
+    assert first.seen + rest.seen == ref.seen
+    _assert_same(ref_model, model)
+
+
+# At the epoch end (validation, then a new epoch's iterator), just at a mid-epoch validation, after one.
+@pytest.mark.parametrize("at_batch", [10, pytest.param(5, marks=pytest.mark.slow), pytest.param(15, marks=pytest.mark.slow)])
+def test_exact_resume_across_validation_with_dropout(tmp_path, at_batch):
+    """val_check_interval=0.5 with dropout: a notice near a validation (or the epoch end) still resumes bitwise."""
+    kw = {"val_check_interval": 0.5, "num_sanity_val_steps": 2}
+    _, _, ref_model = _fit_with(tmp_path / "ref", ref := Recorder(), model_cls=ValMLP, **kw)
+    _fit_with(tmp_path / "a", first := AtBatch(at_batch), model_cls=ValMLP, **kw)
+    _, spot, model = _fit_with(tmp_path / "a", rest := Recorder(), model_cls=ValMLP, **kw)
+    assert spot.resumed_from is not None
+    assert first.seen + rest.seen == ref.seen
+    _assert_same(ref_model, model)

@@ -105,11 +105,69 @@ def _fit(dirpath: str, seed: int = 1, **kw: Any) -> tuple[L.Trainer, SpotCheckpo
         ({"keep_last": 0}, "keep_last"),
         ({"mtbf_seconds": 0}, "mtbf_seconds"),
         ({"on_busy": "panic"}, "on_busy"),
+        ({"every_n_steps": 2.5}, "every_n_steps"),
+        ({"every_seconds": "60"}, "every_seconds"),
+        ({"keep_last": True}, "keep_last"),
+        ({"async_save": "yes"}, "async_save"),
+        ({"progress_every_seconds": "30"}, "progress_every_seconds"),
+        ({"retries": -1}, "retries"),
+        ({"backoff_s": "0.5"}, "backoff_s"),
+        ({"storage_options": "anon=true"}, "storage_options"),
     ],
 )
 def test_bad_arguments_name_themselves(tmp_path, kwargs, name):
     with pytest.raises(ValueError, match=name):
         SpotCheckpoint(str(tmp_path), **kwargs)
+
+
+def test_resume_from_a_moved_folder_keeps_callback_state_and_rng(tmp_path):
+    """The state key is not the folder: moving (or re-mounting) it must not drop totals and the RNG states."""
+    import shutil
+
+    _, first, _ = _fit(str(tmp_path / "a"), every_n_steps=2, max_epochs=1)
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    with warnings_as_errors("Please add the following callbacks"):
+        _, spot, _ = _fit(str(tmp_path / "b"), every_n_steps=2, max_epochs=2)
+    assert spot.resumed_from is not None and spot.loaded_rng_states is not None
+    assert spot.checkpoints_committed == first.checkpoints_committed + 2
+
+
+def test_old_keys_are_claimed_and_unclaimed_state_warns(tmp_path):
+    """A checkpoint written with the old folder-based key still resumes; Lightning's warning names only what no
+    callback claims (before, it also named our own state under its old key, and that state was dropped)."""
+    _fit(str(tmp_path / "ck"), every_n_steps=2, max_epochs=1)
+    store = CheckpointStorage(str(tmp_path / "ck"))
+    name = list_checkpoints(store)[0]
+    ckpt = load_bytes(store.read(f"{name}/{CKPT_FILE}"))
+    callbacks = ckpt["callbacks"]
+    callbacks["SpotCheckpoint{'dirpath': '/somewhere/else'}"] = callbacks.pop("SpotCheckpoint")
+    callbacks["ModelCheckpoint{'monitor': None}"] = {"best_model_path": "x"}
+    path = tmp_path / "old.ckpt"
+    torch.save(ckpt, path)
+    with pytest.warns(UserWarning, match=r"Please add the following callbacks: \[\"ModelCheckpoint\{'monitor': None\}\"\]") as record:
+        _, spot, _ = _fit(str(tmp_path / "other"), every_n_steps=2, max_epochs=2, ckpt_path=str(path))
+    assert spot.loaded_rng_states is not None and spot.checkpoints_committed >= 1
+    assert not any("SpotCheckpoint{" in str(r.message) for r in record), [str(r.message) for r in record]
+
+
+class warnings_as_errors:
+    """Fail if a warning matching ``text`` is emitted inside the block."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self.record = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        hits = [str(r.message) for r in self.record if self.text in str(r.message)]
+        assert not hits, hits
 
 
 def test_unwritable_dirpath_fails_at_fit_start_before_training(tmp_path):
