@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from mlcost_pl.errors import UserInputError
+from mlcost_pl.runs import run_name_from_overrides
 
 _REGISTERED = False
 
@@ -34,30 +33,15 @@ def plain_config(cfg: Any) -> dict[str, Any]:
     return {str(k): v for k, v in dict(cfg).items() if k != "hydra"}
 
 
-def run_name_from_overrides(override_dirname: str | None, max_len: int = 80) -> str:
-    """A folder name for a run, derived from its command-line overrides.
-
-    The same overrides give the same name (so re-running a command resumes it); no overrides give ``default``.
-
-    Example:
-        >>> run_name_from_overrides("")
-        'default'
-        >>> run_name_from_overrides("model.backbone=tiny_cnn,seed=1")
-        'model.backbone=tiny_cnn,seed=1'
-    """
-    if not override_dirname:
-        return "default"
-    name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", override_dirname)
-    if len(name) > max_len:
-        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
-        name = f"{name[: max_len - 11]}-{digest}"
-    return name
+def _if(condition: Any, then: Any, otherwise: Any) -> Any:
+    """``${mlcost_if:${verify},.,${paths.log_dir}/...}``: ``then`` when ``condition`` is set, else ``otherwise``."""
+    return then if condition not in (None, "", False) else otherwise
 
 
 def register_resolvers() -> None:
     """Register mlcost_pl's OmegaConf resolvers (idempotent).
 
-    ``mlcost_run_name``, ``mlcost_precision``, and for launchers (torchrun, SLURM) ``mlcost_num_nodes``,
+    ``mlcost_run_name``, ``mlcost_precision``, ``mlcost_if``, and for launchers (torchrun, SLURM) ``mlcost_num_nodes``,
     ``mlcost_devices``, ``mlcost_accumulation`` (see :mod:`mlcost_pl.distributed.elastic`).
     """
     global _REGISTERED
@@ -69,6 +53,7 @@ def register_resolvers() -> None:
     from mlcost_pl.precision import precision_resolver
 
     OmegaConf.register_new_resolver("mlcost_run_name", run_name_from_overrides, replace=True)
+    OmegaConf.register_new_resolver("mlcost_if", _if, replace=True)
     OmegaConf.register_new_resolver("mlcost_precision", precision_resolver, replace=True)
     OmegaConf.register_new_resolver("mlcost_num_nodes", num_nodes_resolver, replace=True)
     OmegaConf.register_new_resolver("mlcost_devices", devices_resolver, replace=True)

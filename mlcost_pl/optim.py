@@ -29,7 +29,7 @@ def adamw8bit(
         ImportError: bitsandbytes is not installed (with the command to install it).
         ValueError: ``lr``, ``eps`` or ``weight_decay`` negative, or ``betas`` outside ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> net = torch.nn.Linear(64, 64)
         >>> opt = adamw8bit(net.parameters(), lr=1e-3, min_8bit_size=0)
         >>> net(torch.randn(2, 64)).sum().backward(); opt.step()

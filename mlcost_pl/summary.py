@@ -4,6 +4,8 @@ No Lightning import at module level: the trainer is only read."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,17 +17,30 @@ def format_value(value: object) -> str:
     return str(value)
 
 
+def table_width(needed: int) -> int:
+    """Columns for a table that needs ``needed``: the terminal's width on a terminal, else ``needed`` (a log or a
+    pipe has no width, and a path cut or folded there no longer pastes)."""
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return max(40, needed)
+
+
 def print_summary(title: str, rows: Iterable[tuple[str, object]]) -> str:
-    """Print a two-column table with rich and return its plain text (for logs and tests)."""
+    """Print a two-column table with rich, sized to the terminal, and return its plain text (for logs and tests).
+
+    Values are never cut: on a terminal narrower than a value, the value folds onto the next lines.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    cells = [(key, format_value(value)) for key, value in rows]
     table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    for key, value in rows:
-        table.add_row(key, format_value(value))
-    console = Console(width=120)
+    table.add_column("what", style="bold", overflow="fold")
+    table.add_column("value", overflow="fold")
+    for key, value in cells:
+        table.add_row(key, value)
+    needed = max((len(k) for k, _ in cells), default=0) + max((len(v) for _, v in cells), default=0) + 7
+    console = Console(width=table_width(max(needed, len(title))))
     with console.capture() as capture:
         console.print(table)
     text = capture.get()
@@ -41,7 +56,8 @@ def _cost_monitor(trainer: Any) -> Any | None:
 
 def techniques_in_use(trainer: Any) -> list[str]:
     """mlcost_pl callbacks on the trainer plus precision, strategy and gradient accumulation when not the default."""
-    out = [type(c).__name__ for c in trainer.callbacks if type(c).__module__.startswith("mlcost_pl.")]
+    out = [type(c).__name__ for c in trainer.callbacks
+           if type(c).__module__.startswith("mlcost_pl.") and type(c).__name__ != "AttemptSteps"]  # bookkeeping only
     if str(trainer.precision) not in ("32-true", "32"):
         out.append(f"precision={trainer.precision}")
     if trainer.world_size > 1:
@@ -88,15 +104,16 @@ def cost_summary_rows(trainer: Any) -> list[tuple[str, object]]:
 def record_final_metrics(trainer: Any, metrics: Mapping[str, float]) -> None:
     """Add metrics known only after fit (e.g. ``test/acc``) to the run's ledger row (rank zero; never raises)."""
     monitor = _cost_monitor(trainer)
-    if monitor is None or monitor.ledger_url is None or not trainer.is_global_zero:
+    if monitor is None or monitor.ledger_url is None or not trainer.is_global_zero or monitor._dry_run:
         return
     from lightning.pytorch.utilities import rank_zero_warn
 
-    from mlcost_pl.cost.ledger import open_ledger
+    from mlcost_pl.cost.ledger import merge_row, open_ledger
 
     try:
         row = monitor._row(trainer)
         row["metrics"].update({k: float(v) for k, v in metrics.items() if not k.startswith(("cost/", "gpu/"))})
-        open_ledger(monitor.ledger_url, monitor.ledger_storage_options).upsert(row)
+        ledger = open_ledger(monitor.ledger_url, monitor.ledger_storage_options)
+        ledger.upsert(merge_row(ledger.get(monitor.run_id), row, trained=trainer.global_step > monitor._start_step))
     except Exception as err:  # noqa: BLE001 - a report must not fail the run
         rank_zero_warn(f"CostMonitor: could not update the ledger {monitor.ledger_url}: {err}")

@@ -83,6 +83,22 @@ def run_cli(fn: Callable[..., T], *args: Any) -> T:
         sys.exit(2)
 
 
+def one_line_per_log_message() -> None:
+    """Print each Lightning log message once: ``import lightning`` adds its own console handler and still propagates
+    to the root logger, where Hydra has installed its console (and run-folder file) handlers, so every message showed
+    twice. Call after importing Lightning; keeps Hydra's handlers (the file log in the run folder included)."""
+    import logging
+
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            if type(handler) is logging.StreamHandler:
+                log.removeHandler(handler)
+        log.propagate = True
+
+
 def positional_command(argv: list[str], commands: tuple[str, ...]) -> list[str]:
     """``prog report url=...`` -> ``prog command=report url=...``: Hydra takes only ``key=value`` overrides."""
     if len(argv) > 1 and argv[1] in commands:

@@ -14,6 +14,7 @@ from mlcost_pl.config import register_resolvers
 from mlcost_pl.cost.anomaly import compare_with_similar
 from mlcost_pl.cost.ledger import format_rows, open_ledger
 from mlcost_pl.errors import MissingInputError, UserInputError
+from mlcost_pl.summary import table_width
 from mlcost_pl.utils.fs import exists
 from recipes._cli import run_cli
 
@@ -36,7 +37,7 @@ def costs(cfg: DictConfig) -> dict[str, Any]:
     rows = open_ledger(url).rows()
     if cfg.get("config_hash"):
         rows = [r for r in rows if r.get("config_hash") == cfg.config_hash]
-    console = Console(width=160)
+    console = Console(width=table_width(250))  # the terminal's width; wide enough not to wrap in a log
     history = Table(title=f"cost ledger: {url} ({len(rows)} runs)", title_justify="left")
     for column in HISTORY:
         history.add_column(column)

@@ -10,12 +10,10 @@ import sys
 from typing import Any
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from mlcost_pl.config import register_resolvers
 from mlcost_pl.errors import UserInputError
-from mlcost_pl.export import GateFailedError, export, load_training_checkpoint, verify
 from mlcost_pl.summary import print_summary
 from recipes._cli import run_cli
 
@@ -26,6 +24,12 @@ GATE_FAILED_EXIT = 3
 
 def export_from_cfg(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` to ``cfg.out_dir`` (or verify ``cfg.verify``); return the report."""
+    # Imported here: Hydra has composed and validated the config before torch and Lightning load.
+    import lightning as L
+
+    from mlcost_pl.export import export, load_training_checkpoint, verify
+    from mlcost_pl.export.report import verify_command
+
     if cfg.get("verify"):
         result = verify(cfg.verify)
         print_summary("mlcost_pl export verify", [("folder", cfg.verify), *result.items()])
@@ -51,9 +55,7 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Any]:
         kept = report["gate"]["kept_fp32"]
         rows.append(("gate", f"drop {report['gate']['drop']:.4f} <= {report['gate']['max_drop']}, "
                              f"{len(kept)} layer(s) kept in fp32"))
-    out = report["out_dir"]
-    rows.append(("verify with", f"python -m recipes.export verify={out!r}" if "=" in out or "," in out
-                 else f"python -m recipes.export verify={out}"))
+    rows.append(("verify with", verify_command(report["out_dir"])))
     print_summary("mlcost_pl export", rows)
     return report
 
@@ -61,6 +63,8 @@ def export_from_cfg(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """``export_from_cfg`` with the CLI's error handling: bad input is one line and exit 2; a failed accuracy gate
     prints its figures and exits 3."""
+    from mlcost_pl.export import GateFailedError
+
     try:
         return run_cli(export_from_cfg, cfg)
     except GateFailedError as err:

@@ -17,7 +17,6 @@ from omegaconf import DictConfig, open_dict
 
 from mlcost_pl.config import register_resolvers
 from mlcost_pl.errors import MissingInputError, UserInputError
-from mlcost_pl.finetune.weights import save_weights
 from mlcost_pl.summary import print_summary
 from mlcost_pl.utils.fs import exists
 from recipes._cli import run_cli
@@ -51,6 +50,8 @@ def finetune(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 if lg is not None and "save_dir" in lg:
                     lg.save_dir = f"{lg.save_dir}/pretrain"
         metrics_pre, objects = train(pre)
+        from mlcost_pl.finetune.weights import save_weights  # torch: imported once the config has been checked
+
         save_weights(objects["model"].backbone, path)
 
     if cfg.model.get("weights") is None:

@@ -1,6 +1,7 @@
 """Train an image classifier: ``uv run python -m recipes.train [overrides]``.
 
-Reads top to bottom: seed, data, model, callbacks, loggers, trainer, fit, test, summary.
+Reads top to bottom: check the run's identity, seed, data, model, callbacks, loggers, trainer, fit, test, summary.
+Hydra composes and validates the config before Lightning and torch are imported (a typo is reported in seconds).
 """
 
 from __future__ import annotations
@@ -9,18 +10,12 @@ import time
 from typing import Any
 
 import hydra
-import lightning as L
-from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlcost_pl.callbacks.cost_monitor import CostMonitor
-from mlcost_pl.callbacks.store_config import StoreConfig
-from mlcost_pl.config import instantiate_group, register_resolvers
+from mlcost_pl.config import register_resolvers
 from mlcost_pl.cost.meter import process_start
-from mlcost_pl.distributed.launcher import export_launcher_env, requeue_on_preemption
-from mlcost_pl.precision import resolve_precision
-from mlcost_pl.summary import cost_summary_rows, print_summary, record_final_metrics
+from mlcost_pl.distributed.launcher import requeue_on_preemption
+from mlcost_pl.errors import UserInputError
 from recipes._cli import run_cli
 
 register_resolvers()
@@ -30,8 +25,52 @@ register_resolvers()
 _unbilled_since: float | None = None
 
 
+def check_identity(cfg: DictConfig) -> None:
+    """Refuse to resume a run folder whose checkpoints were trained with another config; apply ``extend_to_epochs``.
+
+    Skipped without a resuming SpotCheckpoint, with an explicit ``ckpt_path``, and under ``fast_dev_run``.
+    """
+    from mlcost_pl.runs import check_run_identity
+
+    extend = cfg.get("extend_to_epochs")
+    if extend is not None:
+        if not isinstance(extend, int) or isinstance(extend, bool) or extend < 1:
+            raise UserInputError(f"extend_to_epochs must be a positive integer, got {extend!r}")
+        with open_dict(cfg):
+            cfg.trainer.max_epochs = extend
+    spot = next((cb for cb in (cfg.get("callbacks") or {}).values()
+                 if cb is not None and str(cb.get("_target_", "")).endswith("SpotCheckpoint")), None)
+    if spot is None or not spot.get("resume", True) or cfg.get("ckpt_path") or cfg.trainer.get("fast_dev_run"):
+        if extend is not None:
+            raise UserInputError("extend_to_epochs=N resumes the run from its SpotCheckpoint folder: it needs the "
+                             "spot_checkpoint callback with resume=true and no ckpt_path")
+        return
+    config = OmegaConf.to_container(cfg, resolve=False)
+    if extend is not None:
+        config["trainer"]["max_epochs"] = extend
+    check_run_identity(str(spot.dirpath), config, run_name=str(cfg.get("run_name", "")), extend_to_epochs=extend,
+                       storage_options=spot.get("storage_options"))
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit then test the configured model; return ``(metrics, objects)``."""
+    check_identity(cfg)
+
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from mlcost_pl.callbacks.attempt_steps import AttemptSteps
+    from mlcost_pl.callbacks.cost_monitor import CostMonitor
+    from mlcost_pl.callbacks.extend_schedule import ExtendSchedule
+    from mlcost_pl.callbacks.store_config import StoreConfig
+    from mlcost_pl.config import instantiate_group
+    from mlcost_pl.distributed.launcher import export_launcher_env
+    from mlcost_pl.precision import resolve_precision
+    from mlcost_pl.summary import cost_summary_rows, print_summary, record_final_metrics
+    from recipes._cli import one_line_per_log_message
+
+    one_line_per_log_message()
     export_launcher_env()  # inside a submitit job: its world (RANK, WORLD_SIZE, ...) for Lightning and trainer=ddp_multinode
     L.seed_everything(cfg.seed, workers=True)
 
@@ -45,6 +84,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         callbacks.append(stores[0])
     for cb in stores:
         cb.set_config(cfg)
+    if cfg.get("extend_to_epochs") is not None:
+        callbacks.append(ExtendSchedule(int(cfg.extend_to_epochs)))
+    attempt = AttemptSteps()  # what this command trained, as opposed to the run's totals after a resume
+    callbacks.append(attempt)
     global _unbilled_since
     bill_start = _unbilled_since if _unbilled_since is not None else process_start()
     for cb in callbacks:
@@ -60,15 +103,20 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_s = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for cb in trainer.callbacks:  # CostMonitor logs straight to the loggers: its run totals join the returned metrics
+        if isinstance(cb, CostMonitor):
+            metrics.update(cb.figures(trainer))
 
     if cfg.get("test"):
         for row in trainer.test(model, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in row.items()})
 
     batch = getattr(datamodule, "batch_size", 0)
-    samples = trainer.global_step * batch * trainer.accumulate_grad_batches * trainer.world_size
-    metrics.update({"time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start})
-    metrics["throughput/train_samples_per_s"] = samples / fit_s if fit_s > 0 else 0.0
+    steps = attempt.steps(trainer)
+    samples = steps * batch * trainer.accumulate_grad_batches * trainer.world_size
+    train_s = attempt.train_seconds()
+    metrics.update({"time/fit_s": fit_s, "time/wall_s": time.perf_counter() - start, "time/train_s": train_s})
+    metrics["throughput/train_samples_per_s"] = samples / train_s if steps and train_s > 0 else 0.0
     metrics.update(getattr(datamodule, "stats", None) or {})  # data=streaming: bytes as fed vs stored
 
     if trainer.is_global_zero:
@@ -77,10 +125,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         rows: list[tuple[str, object]] = [
             ("model", f"{cfg.model.backbone} ({sum(p.numel() for p in model.parameters()):,} parameters)"),
             ("data", f"{type(datamodule).__name__}, {datamodule.num_classes} classes"),
-            ("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}"),
+            ("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}"
+                               + (f" (this command: {steps} steps from step {attempt.start_step})" if attempt.start_step else "")),
             ("test accuracy", metrics.get("test/acc", float("nan"))),
-            ("wall time (s)", metrics["time/wall_s"]),
-            ("train samples/s", metrics["throughput/train_samples_per_s"]),
+            ("wall time (s), this command", metrics["time/wall_s"]),
+            ("train samples/s", metrics["throughput/train_samples_per_s"] if steps
+             else "- (nothing left to train: the run had reached max_epochs; extend_to_epochs=N trains it longer)"),
             *(datamodule.summary_rows() if hasattr(datamodule, "summary_rows") else []),
             ("checkpoints", ", ".join(ckpt_dirs) or "none"),
             ("logs", ", ".join(log_dirs) or "none"),

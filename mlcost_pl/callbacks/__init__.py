@@ -14,6 +14,7 @@ _EXPORTS = {
     "FreezeBackbone": "mlcost_pl.callbacks.freeze_backbone",
     "CostMonitor": "mlcost_pl.callbacks.cost_monitor",
     "StoreConfig": "mlcost_pl.callbacks.store_config",
+    "ExtendSchedule": "mlcost_pl.callbacks.extend_schedule",
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

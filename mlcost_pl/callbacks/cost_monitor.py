@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from mlcost_pl.cost.anomaly import Anomaly, Baseline, baseline, check
 from mlcost_pl.cost.catalog import resolve_instance
-from mlcost_pl.cost.ledger import Ledger, new_run_id, open_ledger
+from mlcost_pl.cost.ledger import Ledger, merge_row, new_run_id, open_ledger
 from mlcost_pl.callbacks.spot_checkpoint import find_spot_checkpoint
 from mlcost_pl.cost.meter import CostMeter, instances_needed
 from mlcost_pl.cost.webhook import post_json, validate_url
@@ -197,6 +197,8 @@ class CostMonitor(Callback):
         self._stopping = False
         self._gpu_util_ok = True
         self._alerted_before: set[str] = set()
+        self._restored_last_step: int | None = None
+        self._dry_run = False
         self._bill_from: float | None = None
         self._in_fit = False
 
@@ -280,7 +282,8 @@ class CostMonitor(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = self._start_step = trainer.global_step
-        if trainer.is_global_zero and self.ledger_url is not None:
+        self._dry_run = bool(trainer.fast_dev_run)  # a smoke test: no ledger rows (as Lightning writes no logs)
+        if trainer.is_global_zero and self.ledger_url is not None and not self._dry_run:
             self._ledger = open_ledger(self.ledger_url, self.ledger_storage_options)  # bad locations fail here, before any training
         placeholder = " (a placeholder price: pass usd_per_hour=<USD per hour of this machine>)" if self.price_is_placeholder else ""
         rank_zero_info(
@@ -292,6 +295,12 @@ class CostMonitor(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The step counter is restored from a checkpoint by now.
         self._last_step = self._start_step = trainer.global_step
+        uncounted = trainer.global_step - self._restored_last_step if self._restored_last_step is not None else 0
+        if uncounted > 0:  # steps the checkpoint holds but the meter had not ticked when it was saved
+            per_step = self.meter.samples_total / self.meter.steps_total if self.meter.steps_total else 0
+            self.meter.steps_total += uncounted
+            self.meter.samples_total += int(round(per_step * uncounted))
+        self._restored_last_step = None
         try:
             self._planned_steps = float(trainer.estimated_stepping_batches)
         except Exception:  # noqa: BLE001 - e.g. an iterable dataset of unknown length: no projection
@@ -302,7 +311,8 @@ class CostMonitor(Callback):
             try:
                 similar = self._ledger.similar(self.config_hash, exclude_run_id=self.run_id)
                 self._baseline = baseline(similar)
-                self._ledger.upsert(self._row(trainer))  # status "running": a killed run still leaves a row
+                row = self._row(trainer)  # status "running": a killed run still leaves a row
+                self._ledger.upsert(merge_row(self._ledger.get(self.run_id), row, trained=False))
             except Exception as err:  # noqa: BLE001 - the ledger must never stop training
                 rank_zero_warn(f"CostMonitor: ledger {self.ledger_url} unavailable: {err}")
 
@@ -360,6 +370,9 @@ class CostMonitor(Callback):
             "instance": self.instance,
             "market": self.market,
             "alerted": sorted({a.metric for a in self.alerts}),
+            # The step the meter has counted up to: a checkpoint saved by another callback's on_train_batch_end before
+            # this one ticked holds one step less than its global step; the resume counts it (see on_train_start).
+            "last_step": self._last_step,
         }
 
     @override
@@ -368,6 +381,9 @@ class CostMonitor(Callback):
         self.run_id = state_dict.get("run_id", self.run_id)
         self.started_at = state_dict.get("started_at", self.started_at)
         self._alerted_before = set(state_dict.get("alerted", []))
+        self._restored_last_step = state_dict.get("last_step")
+        if self._restored_last_step is not None:
+            self._last_step = int(self._restored_last_step)
 
     # ------------------------------------------------------------------ internals
     def _hash_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
@@ -416,12 +432,10 @@ class CostMonitor(Callback):
         metrics = self._window_figures(trainer)
         metrics.update(self._gpu_figures(pl_module))
         self.last_metrics = metrics
-        if on_step:
-            # Straight to the loggers, as LearningRateMonitor does: `LightningModule.log` costs ~0.5 ms per key.
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
-        else:
-            pl_module.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1)
+        # Straight to the loggers (rank zero), as LearningRateMonitor does: `LightningModule.log` costs ~0.5 ms per
+        # key, and under DDP it would ask for a cross-rank reduction of figures that are per-run, not per-rank.
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
         if trainer.is_global_zero and self.alert_k is not None and self._baseline is not None:
             if trainer.global_step - self._start_step >= self.min_steps:
                 current = {"usd_per_step": metrics.get("cost/usd_per_step"), "usd_projected": metrics.get("cost/usd_projected")}
@@ -523,10 +537,11 @@ class CostMonitor(Callback):
         }
 
     def _write_ledger(self, trainer: pl.Trainer) -> None:
-        if not trainer.is_global_zero or self.ledger_url is None:
+        if not trainer.is_global_zero or self.ledger_url is None or self._dry_run:
             return
         try:
             ledger = self._ledger or open_ledger(self.ledger_url, self.ledger_storage_options)
-            ledger.upsert(self._row(trainer))
+            row = self._row(trainer)
+            ledger.upsert(merge_row(ledger.get(self.run_id), row, trained=trainer.global_step > self._start_step))
         except Exception as err:  # noqa: BLE001 - the run's result matters more than its ledger row
             rank_zero_warn(f"CostMonitor: could not write the ledger {self.ledger_url}: {err}")

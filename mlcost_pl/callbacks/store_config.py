@@ -29,7 +29,7 @@ class StoreConfig(Callback):
 
     Logged metrics: none.
 
-    Example:
+    Examples:
         >>> cb = StoreConfig({"model": {"backbone": "tiny_cnn"}})
         >>> ckpt = {}
         >>> cb.on_save_checkpoint(None, None, ckpt)

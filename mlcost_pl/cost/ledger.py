@@ -83,6 +83,10 @@ class Ledger:
         """Every row, oldest first (by ``started_at``, then insertion)."""
         raise NotImplementedError
 
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        """The row of ``run_id``, or None."""
+        return next((r for r in self.rows() if r.get("run_id") == run_id), None)
+
     def similar(self, config_hash: str, exclude_run_id: str | None = None) -> list[dict[str, Any]]:
         """Rows with the same ``config_hash``, except ``exclude_run_id``."""
         return [r for r in self.rows() if r.get("config_hash") == config_hash and r.get("run_id") != exclude_run_id]
@@ -169,6 +173,34 @@ class JSONLinesLedger(Ledger):
         rows = [r for r in self.rows() if r.get("run_id") != data["run_id"]] + [data]
         payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
         write_atomic(self.url, payload, self.storage_options)
+
+
+def merge_row(previous: Mapping[str, Any] | None, row: Mapping[str, Any], trained: bool) -> dict[str, Any]:
+    """The row to write for one attempt (one command) of a run that may already have a row.
+
+    A run keeps one row across resumes, so a later command must not erase what an earlier one recorded: fields the
+    new row leaves empty (a config hash not computed yet, metrics not logged yet) keep their previous values, metrics
+    are merged, and an attempt that trained no step (it failed at start, or re-ran a finished run) leaves a
+    ``finished`` run's status, config hash and metrics as they were (its billed time still counts).
+
+    Examples:
+        >>> old = {"run_id": "a", "status": "finished", "config_hash": "c1", "metrics": {"test/acc": 0.9}}
+        >>> new = {"run_id": "a", "status": "failed", "config_hash": None, "metrics": {}}
+        >>> merge_row(old, new, trained=False)
+        {'run_id': 'a', 'status': 'finished', 'config_hash': 'c1', 'metrics': {'test/acc': 0.9}}
+    """
+    out = dict(row)
+    if previous is None:
+        return out
+    for key, value in previous.items():
+        if key == "metrics":
+            out["metrics"] = {**(previous.get("metrics") or {}), **(row.get("metrics") or {})}
+        elif out.get(key) is None:
+            out[key] = value
+    if not trained and previous.get("status") == "finished":
+        for key in ("status", "finished_at", "config_hash", "metrics"):
+            out[key] = previous.get(key)
+    return out
 
 
 def open_ledger(url: str | os.PathLike, storage_options: Mapping[str, Any] | None = None) -> Ledger:

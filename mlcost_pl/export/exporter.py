@@ -29,8 +29,16 @@ from mlcost_pl.export.quantize import (
     quantize_dynamic,
     quantize_static,
 )
+from mlcost_pl.export.report import (
+    check_manifest,
+    latency_ms,
+    render_markdown,
+    sha256_file,
+    usd_per_million,
+    verify_command,
+    write_manifest,
+)
 from mlcost_pl.utils.fs import replace_dir
-from mlcost_pl.export.report import check_manifest, latency_ms, render_markdown, sha256_file, usd_per_million, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +159,7 @@ def export(
         ParityError: fp32 ONNX outputs differ from PyTorch beyond tolerance.
         GateFailedError: a quantized variant lost more than ``max_accuracy_drop`` even with layers kept in fp32.
 
-    Example:
+    Examples:
         >>> from mlcost_pl.data import DigitsDataModule
         >>> from mlcost_pl.models import ImageClassifier
         >>> model = ImageClassifier("tiny_cnn", num_classes=10, in_channels=1)  # train it first
@@ -173,6 +181,7 @@ def export(
             calibration_samples=calibration_samples, atol=parity_atol, rtol=parity_rtol, parity_samples=parity_samples,
             batch_sizes=batch_sizes, latency_iters=latency_iters, price_per_hour=price_per_hour, cost_batch=cost_batch,
             device=device, opset=opset, verify_samples=verify_samples, source=source or {}, metric_choice=metric,
+            final_dir=out_dir,
         )
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:
@@ -191,7 +200,8 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
 def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str, fmt: str, max_drop: float,
                  calibration_samples: int, atol: float, rtol: float, parity_samples: int, batch_sizes: list[int],
                  latency_iters: int, price_per_hour: float, cost_batch: int, device: str, opset: int,
-                 verify_samples: int, source: dict[str, Any], metric_choice: str | None) -> dict[str, Any]:
+                 verify_samples: int, source: dict[str, Any], metric_choice: str | None,
+                 final_dir: Path | None = None) -> dict[str, Any]:
     module = module.eval().cpu()
     for stage in ("fit", "validate"):
         datamodule.setup(stage)
@@ -320,6 +330,8 @@ def _export_into(module: nn.Module, datamodule: Any, tmp: Path, *, quantize: str
         "ratios": _ratios(variants, batch_sizes),
         "files": files,
     })
+    if final_dir is not None:
+        report["verify_command"] = verify_command(final_dir)
     (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (tmp / "report.md").write_text(render_markdown(report, batch_sizes))
     write_manifest(tmp)
@@ -355,7 +367,7 @@ def verify(out_dir: str | Path) -> dict[str, Any]:
         FileNotFoundError: ``out_dir`` or its report is missing.
         VerifyError: any check fails; the message lists every problem.
 
-    Example:
+    Examples:
         >>> verify("exports/tiny")["ok"]  # doctest: +SKIP
         True
     """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -92,6 +94,24 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def verify_command(out_dir: str | Path) -> str:
+    """The command that re-checks the export in ``out_dir``, quoted so it runs when pasted into a shell.
+
+    The path is quoted for Hydra's override grammar when it holds characters outside ``[A-Za-z0-9_.+/-]``, then the
+    argument is quoted for the shell.
+
+    Examples:
+        >>> verify_command("outputs/export/ckpt_path-outputs_train_default_checkpoints/model")
+        'uv run python -m recipes.export verify=outputs/export/ckpt_path-outputs_train_default_checkpoints/model'
+        >>> print(verify_command("/tmp/my exports/a=b"))
+        uv run python -m recipes.export 'verify='"'"'/tmp/my exports/a=b'"'"''
+    """
+    value = str(out_dir)
+    if not re.fullmatch(r"[A-Za-z0-9_.+/-]+", value):
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"uv run python -m recipes.export {shlex.quote('verify=' + value)}"
+
+
 def render_markdown(report: dict[str, Any], batch_sizes: Sequence[int]) -> str:
     """``report.md``: the figures of ``report.json`` as tables."""
     lines = ["# Export report", "", f"Source: `{report.get('source', {}).get('ckpt_path') or 'python'}`  ",
@@ -131,5 +151,6 @@ def render_markdown(report: dict[str, Any], batch_sizes: Sequence[int]) -> str:
             lines.append("No layer had to be kept in fp32.")
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "| --- | --- | --- |"]
     lines += [f"| {n} | {e['bytes']} | `{e['sha256'][:16]}...` |" for n, e in report["files"].items()]
-    lines += ["", "Re-check: `python -m recipes.export verify=<this folder>`", ""]
+    command = report.get("verify_command") or "uv run python -m recipes.export verify=<this folder>"
+    lines += ["", f"Re-check (from the folder the export was run in): `{command}`", ""]
     return "\n".join(lines)

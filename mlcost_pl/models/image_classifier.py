@@ -100,7 +100,8 @@ class ImageClassifier(LightningModule):
         loss = self.criterion(logits, y)
         metric(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
+        # sync_dist: the epoch mean covers every rank's batches under DDP (a scalar all-reduce; a no-op on one device).
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 

@@ -22,6 +22,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "BatchSizeSearch": lambda tmp: callbacks.BatchSizeSearch(init_batch_size=8, max_batch_size=32, cache_dir=str(tmp / "bs")),
     "FreezeBackbone": lambda tmp: callbacks.FreezeBackbone("backbone", unfreeze_at=1),
     "CostMonitor": lambda tmp: callbacks.CostMonitor(usd_per_hour=1.0, ledger=str(tmp / "ledger.sqlite")),
+    "ExtendSchedule": lambda tmp: callbacks.ExtendSchedule(max_epochs=2),
     "StoreConfig": lambda tmp: callbacks.StoreConfig({"model": {"backbone": "tiny_cnn"}, "data": {}}),
 }
 

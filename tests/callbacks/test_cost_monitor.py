@@ -346,3 +346,30 @@ def test_gpu_keys_and_instance_count_on_cuda(tmp_path):
     assert monitor.num_instances == 1
     assert {"gpu/mem_allocated_gb", "gpu/mem_reserved_max_gb"} <= set(monitor.last_metrics)
     assert monitor.last_metrics["gpu/mem_reserved_max_gb"] > 0
+
+
+class _Crashes(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        raise RuntimeError("a later command that fails before training a step")
+
+
+def test_ledger_keeps_the_truth_across_attempts(tmp_path):
+    """A resume counts the step the checkpoint holds; a later attempt that fails before training leaves the finished
+    run finished, with its config hash and metrics; fast_dev_run writes no row."""
+    from mlcost_pl.callbacks import SpotCheckpoint
+
+    ledger = str(tmp_path / "ledger.sqlite")
+
+    def callbacks():  # SpotCheckpoint first: it saves in on_train_batch_end before CostMonitor has ticked that step
+        return [SpotCheckpoint(str(tmp_path / "ckpt"), every_n_steps=3), CostMonitor(usd_per_hour=1.0, ledger=ledger)]
+
+    _trainer(tmp_path, callbacks(), max_steps=3, logger=False).fit(TinyModule())
+    _trainer(tmp_path, callbacks(), max_steps=8, logger=False).fit(TinyModule())  # resumes at step 3
+    (row,) = open_ledger(ledger).rows()
+    assert row["status"] == "finished" and row["steps"] == 8 and row["config_hash"] and row["metrics"]
+    with pytest.raises(RuntimeError, match="fails before training"):
+        _trainer(tmp_path, [*callbacks(), _Crashes()], max_steps=16, logger=False).fit(TinyModule())
+    (after,) = open_ledger(ledger).rows()
+    assert after["status"] == "finished" and after["config_hash"] == row["config_hash"] and after["metrics"] == row["metrics"]
+    _trainer(tmp_path / "dev", [CostMonitor(usd_per_hour=1.0, ledger=str(tmp_path / "dev.sqlite"))], fast_dev_run=True).fit(TinyModule())
+    assert not (tmp_path / "dev.sqlite").exists()

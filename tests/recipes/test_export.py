@@ -97,11 +97,17 @@ def test_cli_subprocess(train_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     outs = list((tmp_path / "outputs" / "export").glob("*/model/report.json"))
     assert outs
-    assert "verify with" in proc.stdout
-    # The run folder is named after the overrides (it holds '='), so the path is quoted for Hydra's grammar.
-    proc = subprocess.run([sys.executable, "-m", "recipes.export", f"verify='{outs[0].parent}'"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    # The printed command runs as pasted, through a shell (`uv run`, quoting and all).
+    line = next(line for line in proc.stdout.splitlines() if "verify with" in line)
+    command = line.split("│")[2].strip()
+    assert command.startswith("uv run python -m recipes.export verify=")
+    assert f"Re-check (from the folder the export was run in): `{command}`" in (outs[0].parent / "report.md").read_text()
+    proc = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mlcost_pl export verify" in proc.stdout
+    assert len(list((tmp_path / "outputs" / "export").iterdir())) == 1  # verify= wrote no run folder of its own
+    # The run folder's name is a valid override value: the next recipe takes the path unquoted.
+    assert "=" not in str(outs[0].parent.parent.name)
     proc = subprocess.run([sys.executable, "-m", "recipes.export", "ckpt_path=/no/such.ckpt"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
