@@ -43,7 +43,7 @@ def build_outputs(root: Path, runs: int, epochs: int) -> dict[str, float]:
     env = {**os.environ, "MLCOST_ROOT": str(root), "HYDRA_FULL_ERROR": "1"}
     timings = {}
     for i in range(runs):
-        if (root / f"outputs/train/run-{i}/checkpoints/latest").exists():
+        if (root / f"outputs/train/run-{i}/checkpoints/progress.json").exists():
             continue  # a --workdir built before: the step is done
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "recipes.train", "experiment=digits_fast", f"trainer.max_epochs={epochs}", f"seed={i}",

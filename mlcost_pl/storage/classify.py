@@ -4,7 +4,7 @@ logs, ``temporary/``, other.
 The layouts recognised:
 
 - **SpotCheckpoint** (:mod:`mlcost_pl.checkpoint.manifest`): ``<dir>/step-<step>-<unix ms>/`` folders, committed when
-  their ``MANIFEST.json`` exists, plus ``<dir>/latest`` and ``<dir>/progress.json``. Per checkpoint directory (a *run*)
+  their ``MANIFEST.json`` exists, plus ``<dir>/progress.json``. Per checkpoint directory (a *run*)
   the ``keep_last`` newest committed folders are ``checkpoint_kept``, older committed ones ``checkpoint_old``, folders
   without a manifest ``checkpoint_uncommitted``. A run is *live* when something in it changed in the last
   ``live_days`` days.
@@ -32,7 +32,7 @@ from mlcost_pl.storage.inventory import DAY_S, Inventory, ObjectInfo
 
 # The on-disk names of mlcost_pl.checkpoint.manifest, repeated (a test keeps them equal) because importing that
 # package imports torch, and a storage report must start in a fraction of a second.
-MANIFEST, LATEST, PROGRESS = "MANIFEST.json", "latest", "progress.json"
+MANIFEST, PROGRESS = "MANIFEST.json", "progress.json"
 _CHECKPOINT_RE = re.compile(r"^step-(\d{9,})-(\d{13,})$")
 # mlcost_pl.data.feature_store: <url>/v<format>/<namespace>/<digest>.npz and <url>/v<format>/<namespace>/meta.json.
 _FEATURE_SHARD_RE = re.compile(r"(^|/)v\d+/[0-9a-f]{32}/([0-9a-f]{32}\.npz|meta\.json)$")
@@ -200,10 +200,9 @@ def classify(inventory: Inventory, keep_last: int = 3, live_days: float = 7.0) -
                 folder.group = "checkpoint_uncommitted"
         if committed:
             committed[0].newest_committed = True
-        for marker in (LATEST, PROGRESS):
-            match = next((o for o in inventory.objects if o.key == f"{run.prefix}{marker}"), None)
-            if match is not None:
-                run.last_modified = max(run.last_modified, match.modified)
+        match = next((o for o in inventory.objects if o.key == f"{run.prefix}{PROGRESS}"), None)
+        if match is not None:
+            run.last_modified = max(run.last_modified, match.modified)
         run.live = (inventory.now - run.last_modified) <= live_days * DAY_S
 
     roots: dict[str, str] = {}
@@ -226,7 +225,7 @@ def classify(inventory: Inventory, keep_last: int = 3, live_days: float = 7.0) -
         split = _checkpoint_split(obj.key)
         if split is not None:
             groups[obj.key] = folders[split].group
-        elif _dir(obj.key) in runs and obj.key.rsplit("/", 1)[-1] in (LATEST, PROGRESS):
+        elif _dir(obj.key) in runs and obj.key.rsplit("/", 1)[-1] == PROGRESS:
             groups[obj.key] = "checkpoint_kept"
         elif _FEATURE_SHARD_RE.search(obj.key):
             groups[obj.key] = "features"

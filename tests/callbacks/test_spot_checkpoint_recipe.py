@@ -19,8 +19,8 @@ def test_recipe_rerun_resumes(tmp_path):
     assert first["trainer"].global_step == 4 and spot.checkpoints_committed == 1
     assert not first["trainer"].checkpoint_callbacks  # Lightning's ModelCheckpoint is off: one copy only
 
-    # the machine "died" after epoch 1; the same run asked for 2 epochs resumes at step 4
-    cfg = compose_cfg("train", fast_overrides("test=false", "logger=none", "callbacks=spot", "trainer.max_epochs=2"), tmp_path)
+    # the machine "died" after epoch 1; the same run, extended to 2 epochs, resumes at step 4
+    cfg = compose_cfg("train", fast_overrides("test=false", "logger=none", "callbacks=spot", "extend_to_epochs=2"), tmp_path)
     _, second = train(cfg)
     assert "step-000000004" in _spot(second).resumed_from
     assert second["trainer"].global_step == 8

@@ -15,7 +15,7 @@ classify_mod = importlib.import_module("mlcost_pl.storage.classify")
 
 
 def test_layout_names_match_the_checkpoint_module():
-    assert (classify_mod.MANIFEST, classify_mod.LATEST, classify_mod.PROGRESS) == (manifest.MANIFEST, manifest.LATEST, manifest.PROGRESS)
+    assert (classify_mod.MANIFEST, classify_mod.PROGRESS) == (manifest.MANIFEST, manifest.PROGRESS)
     name = manifest.new_checkpoint_name(12)
     assert classify_mod.parse_name(name) == manifest.parse_name(name)
     assert classify_mod.parse_name("step-12") is None
@@ -69,7 +69,7 @@ def test_groups_of_a_project_tree(tmp_path):
     assert g[f"{ck}{names[3]}/checkpoint.ckpt"] == g[f"{ck}{names[2]}/MANIFEST.json"] == "checkpoint_kept"
     assert g[f"{ck}{names[1]}/checkpoint.ckpt"] == g[f"{ck}{names[0]}/checkpoint.ckpt"] == "checkpoint_old"
     assert g[f"{ck}{names[4]}/checkpoint.ckpt"] == "checkpoint_uncommitted"
-    assert g[f"{ck}latest"] == g[f"{ck}progress.json"] == "checkpoint_kept"
+    assert g[f"{ck}progress.json"] == "checkpoint_kept"
     assert all(g[f"export/run-a/{f}"] == "export" for f in ("model.onnx", "report.json", "verify_set.npz"))
     assert g["data/digits-optimized/chunk-0-0.bin"] == "dataset" and g["data/features/emb-v1/index.json"] == "features"
     assert g["data/digits-streaming/manifest.json"] == g["data/digits-streaming/val/chunk-0-0.zstd.bin"] == "dataset"

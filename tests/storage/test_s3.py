@@ -45,7 +45,7 @@ def test_report_totals_are_byte_exact(bucket):
 
     groups = price_groups(classify(inv, keep_last=2), AWS)
     ckpt_bytes = sum(o["Size"] for o in listed if o["Key"].startswith("runs/a/checkpoints/"))
-    assert (groups["checkpoint_kept"]["objects"], groups["checkpoint_old"]["objects"]) == (5, 2)  # 2 kept + latest, 1 old
+    assert (groups["checkpoint_kept"]["objects"], groups["checkpoint_old"]["objects"]) == (4, 2)  # 2 kept (checkpoint + MANIFEST each), 1 old
     assert groups["checkpoint_kept"]["bytes"] + groups["checkpoint_old"]["bytes"] == ckpt_bytes
     assert groups["logs"]["bytes"] == 1234 and groups["other"]["classes"] == {"STANDARD_IA": 300_000}
     assert groups["total"]["bytes"] == sum(o["Size"] for o in listed) and groups["total"]["objects"] == len(listed)
