@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlcost_pl.finetune.feature_cache import FeatureCache
+from mlcost_pl.finetune.feature_cache import FeatureCache, HitCounter
 
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -78,7 +78,7 @@ def _from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 
-class FeatureStore:
+class FeatureStore(HitCounter):
     """Persist per-sample outputs of frozen modules on a local path or any fsspec URL (``s3://``, ``gs://`` ...).
 
     Use it through ``FreezeBackbone(cache_features="s3://bucket/features")`` or directly: ``store.bind(module,
@@ -122,15 +122,6 @@ class FeatureStore:
         self.saved_s = 0.0  # estimated seconds avoided by hits (since construction)
         self.nbytes = 0
         self.corrupt_shards: list[str] = []
-
-    # ------------------------------------------------------------------ FeatureCache-compatible counters
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-    def reset_counters(self) -> None:
-        self.hits = self.misses = 0
 
     def clear(self) -> None:
         """Write pending rows and drop the in-memory copy (the store on disk stays)."""

@@ -17,7 +17,23 @@ import torch
 from mlcost_pl.errors import UserInputError
 
 
-class FeatureCache:
+class HitCounter:
+    """``hits``/``misses`` counters and their rate, shared by the in-memory cache and the persistent feature store."""
+
+    hits: int
+    misses: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of samples served from the cache since the last :meth:`reset_counters`."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def reset_counters(self) -> None:
+        self.hits = self.misses = 0
+
+
+class FeatureCache(HitCounter):
     """A per-sample memo of ``fn(x)`` for a batch function ``fn`` whose output row ``i`` depends only on input row ``i``.
 
     Args:
@@ -48,15 +64,6 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return len(self._store)
-
-    @property
-    def hit_rate(self) -> float:
-        """Share of samples served from the cache since the last :meth:`reset_counters`."""
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-    def reset_counters(self) -> None:
-        self.hits = self.misses = 0
 
     def clear(self) -> None:
         """Drop every cached feature (call it as soon as the cached module's weights may change)."""
