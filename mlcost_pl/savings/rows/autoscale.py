@@ -1,0 +1,33 @@
+"""The autoscale row: replica-hours of the recommended HPA vs static peak on a traffic trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mlcost_pl.errors import UserInputError
+from mlcost_pl.savings.report import MEASURED, Row
+
+def measure(cfg: DictConfig, price: Any) -> Row:
+    """Replica-hours of the recommended HPA vs static peak on the trace, from the autoscale simulator's search."""
+    from mlcost_pl.autoscale.capacity import Capacity
+    from mlcost_pl.autoscale.plan import search
+    from mlcost_pl.autoscale.trace import load_trace
+
+    s = cfg.savings
+    capacity = Capacity(rps=float(s.replica_rps))
+    trace = load_trace(str(s.trace), seed=int(cfg.seed))
+    plan = search(trace, capacity, price.on_demand if price else 0.0, max_slo_miss=float(s.max_slo_miss))
+    if plan.recommended is None:
+        raise UserInputError(f"savings.max_slo_miss={s.max_slo_miss}: no HPA setting meets it on trace {s.trace}")
+    saving = 1.0 - plan.recommended.replica_hours / plan.static.replica_hours
+    note = (f"{trace.name} trace (peak {trace.rps.max():.0f}/s, {trace.duration_s / 3600:.0f} h): recommended HPA "
+            f"{plan.recommended.replica_hours:.0f} vs static peak {plan.static.replica_hours:.0f} replica-hours, "
+            f"{100 * plan.recommended.miss_share:.3f}% SLO misses; capacity {capacity.rps:g}/s per replica given by "
+            f"savings.replica_rps (not measured here: recipes.autoscale measure)")
+    command = f"uv run python -m recipes.autoscale plan capacity.rps={capacity.rps:g} trace={s.trace}"
+    if price is not None:
+        command += f" plan.instance={price.name}"
+    return Row("autoscale", saving, MEASURED, note, command,
+               {"recommended": plan.recommended.summary(), "static": plan.static.summary(), "values": plan.values})
