@@ -8,6 +8,8 @@ still run. Rows with no measurement here say why; no figure is guessed.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -19,7 +21,7 @@ from omegaconf import DictConfig
 from mlcost_pl.config import register_resolvers
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import CLAIMS, FAILED, NOT_MEASURED, Row, check_workload, monthly_bills
-from mlcost_pl.savings.rows import MEASURES
+from mlcost_pl.savings.rows import MEASURES, RunContext
 from recipes._cli import run_cli, user_error
 
 register_resolvers()
@@ -88,26 +90,30 @@ def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         bills["storage"] = None
 
     console = Console(width=200)
+    ctx = RunContext(cfg, price, Path(tempfile.mkdtemp(prefix="mlcost-savings-")))
     rows: list[Row] = []
     start = time.perf_counter()
-    for i, key in enumerate(keys):
-        left = ", ".join(keys[i + 1:]) or "none"
-        console.print(f"[bold][{i + 1}/{len(keys)}] {CLAIMS[key][0]}[/bold]  elapsed {time.perf_counter() - start:.0f} s; left: {left}")
-        t0 = time.perf_counter()
-        if key not in MEASURES:
-            rows.append(Row(key, None, NOT_MEASURED, NOT_HERE[key]))
-        elif price is None and key in ("spot", "quantization"):
-            rows.append(Row(key, None, FAILED, f"failed: {price_error}"))
-        else:
-            try:
-                rows.append(MEASURES[key](cfg, price))
-            except Exception as err:  # one row failing never stops the others; a bug keeps its traceback on stderr
-                if user_error(err) is None:
-                    traceback.print_exc()
-                rows.append(Row(key, None, FAILED, f"failed: {_one_line(err)}"))
-        r = rows[-1]
-        shown = f"{100 * r.saving:+.1f}%" if r.saving is not None else r.status
-        console.print(f"      -> {shown} in {time.perf_counter() - t0:.1f} s", style="red" if r.costs_more else None)
+    try:
+        for i, key in enumerate(keys):
+            left = ", ".join(keys[i + 1:]) or "none"
+            console.print(f"[bold][{i + 1}/{len(keys)}] {CLAIMS[key][0]}[/bold]  elapsed {time.perf_counter() - start:.0f} s; left: {left}")
+            t0 = time.perf_counter()
+            if key not in MEASURES:
+                rows.append(Row(key, None, NOT_MEASURED, NOT_HERE[key]))
+            elif price is None and key in ("spot", "quantization"):
+                rows.append(Row(key, None, FAILED, f"failed: {price_error}"))
+            else:
+                try:
+                    rows.append(MEASURES[key](ctx))
+                except Exception as err:  # one row failing never stops the others; a bug keeps its traceback on stderr
+                    if user_error(err) is None:
+                        traceback.print_exc()
+                    rows.append(Row(key, None, FAILED, f"failed: {_one_line(err)}"))
+            r = rows[-1]
+            shown = f"{100 * r.saving:+.1f}%" if r.saving is not None else r.status
+            console.print(f"      -> {shown} in {time.perf_counter() - t0:.1f} s", style="red" if r.costs_more else None)
+    finally:
+        shutil.rmtree(ctx.tmp, ignore_errors=True)  # the short fit's export and scratch files
 
     wall_s = time.perf_counter() - start
     context = {"model": cfg.model.backbone, "data": cfg.data._target_, "instance": price.name if price else price_error,

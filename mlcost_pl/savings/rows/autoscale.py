@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from omegaconf import DictConfig
 
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
+from mlcost_pl.savings.rows.common import RunContext
 
-def measure(cfg: DictConfig, price: Any) -> Row:
+def measure(ctx: RunContext) -> Row:
     """Replica-hours of the recommended HPA vs static peak on the trace, from the autoscale simulator's search."""
+    cfg, price = ctx.cfg, ctx.price
     from mlcost_pl.autoscale.capacity import Capacity
     from mlcost_pl.autoscale.plan import search
     from mlcost_pl.autoscale.trace import load_trace

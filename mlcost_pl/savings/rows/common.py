@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -45,3 +47,57 @@ def step_timer(warmup: int) -> Any:
                 self.times.append(time.perf_counter() - self._t)
 
     return StepTimer()
+
+
+@dataclass
+class RunContext:
+    """What rows of one savings run share: a scratch folder (removed by the recipe at the end), the configured model
+    after a short fit, and its export. Built lazily, so a run of only some rows pays only for what they need.
+
+    Args:
+        cfg: the composed savings config (the train groups plus ``savings``).
+        price: the resolved instance price (``None`` for an unknown instance).
+        tmp: scratch folder for this run.
+    """
+
+    cfg: Any
+    price: Any
+    tmp: Path
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def fitted(self) -> tuple[Any, Any, int]:
+        """``(model, datamodule, steps)``: the configured model after a short fit on the configured data (30 steps
+        quick, 200 otherwise), seeded; fitted once per run."""
+        if "fitted" not in self.cache:
+            import lightning as L
+            from hydra.utils import instantiate
+
+            quiet()
+            cfg = self.cfg
+            L.seed_everything(int(cfg.seed), verbose=False)
+            datamodule = instantiate(cfg.data)
+            model = instantiate(cfg.model, num_classes=datamodule.num_classes)
+            steps = 30 if cfg.savings.quick else 200
+            trainer = instantiate(cfg.trainer, logger=False, callbacks=[], max_steps=steps, max_epochs=-1,
+                                  limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,
+                                  enable_progress_bar=False, enable_model_summary=False,
+                                  default_root_dir=str(self.tmp))
+            trainer.fit(model, datamodule=datamodule)
+            self.cache["fitted"] = (model.eval(), datamodule, steps)
+        return self.cache["fitted"]
+
+    def exported(self) -> tuple[Path, dict[str, Any]]:
+        """``(export folder, export report)``: :func:`mlcost_pl.export.export` of :meth:`fitted` (ONNX fp32 + INT8,
+        accuracy-gated, priced at the instance's on-demand $/h); exported once per run."""
+        if "exported" not in self.cache:
+            from mlcost_pl.errors import UserInputError
+            from mlcost_pl.export import export
+
+            if self.price is None:
+                raise UserInputError("savings.instance: no price for $ per million predictions")
+            model, datamodule, _ = self.fitted()
+            out = self.tmp / "export"
+            report = export(model, datamodule, out, price_per_hour=self.price.on_demand, batch_sizes=(1, 32),
+                            latency_iters=5 if self.cfg.savings.quick else 20)
+            self.cache["exported"] = (out, report)
+        return self.cache["exported"]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig
 
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import rerun
+from mlcost_pl.savings.rows.common import RunContext, rerun
 
-def measure(cfg: DictConfig, price: Any) -> Row:
+def measure(ctx: RunContext) -> Row:
     """Bytes stored vs as fed: the configured data written by litdata.optimize (zstd, uint8 images)."""
+    cfg, price = ctx.cfg, ctx.price
     from hydra.utils import instantiate
 
     from mlcost_pl.data.optimize import optimize_datamodule

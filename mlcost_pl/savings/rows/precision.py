@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import quiet, rerun, step_timer
+from mlcost_pl.savings.rows.common import RunContext, quiet, rerun, step_timer
 
 def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> tuple[float, float | None]:
     """Median step seconds and peak CUDA memory (GiB, None on CPU) of the configured model/data at ``precision``."""
@@ -33,8 +33,9 @@ def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> t
     return statistics.median(timer.times), peak
 
 
-def measure(cfg: DictConfig, price: Any) -> Row:
+def measure(ctx: RunContext) -> Row:
     """Step time (and peak CUDA memory) at precision=auto vs 32-true, interleaved, on the configured model/data."""
+    cfg, price = ctx.cfg, ctx.price
     from mlcost_pl.precision import resolve_precision
 
     auto, reason = resolve_precision("auto", accelerator=str(cfg.trainer.get("accelerator", "auto")))

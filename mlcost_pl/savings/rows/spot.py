@@ -6,16 +6,14 @@ import contextlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig
 
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import quiet
+from mlcost_pl.savings.rows.common import RunContext, quiet
 
-def measure(cfg: DictConfig, price: Any) -> Row:
+def measure(ctx: RunContext) -> Row:
     """Catalog spot/on-demand price x measured goodput (bench.preemption_goodput's run, seeded SIGTERM schedule)."""
+    cfg, price = ctx.cfg, ctx.price
     import random
 
     from bench.preemption_goodput import STEPS_PER_EPOCH, run_one
