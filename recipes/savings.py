@@ -28,14 +28,8 @@ register_resolvers()
 
 # Rows with no bounded measurement in this recipe yet: where they are measured instead.
 NOT_HERE = {
-    "batch_size": "not measured here: BatchSizeSearch's throughput trials are not wired into this recipe yet; "
-                  "see uv run python -m bench.batch_size_search --quick",
-    "transfer": "not measured here: time-to-target needs a pretrained backbone and a target metric; "
-                "see uv run python -m bench.transfer_savings",
     "batching": "not measured here: the served-throughput run is not wired into this recipe yet; "
                 "see uv run python -m bench.serving --quick",
-    "feature_cache": "not measured here: recompute avoided is not wired into this recipe yet; "
-                     "see uv run python -m bench.data_costs --quick",
 }
 
 

@@ -8,15 +8,19 @@ from collections.abc import Callable
 
 from mlcost_pl.savings.report import Row
 from mlcost_pl.savings.rows import autoscale, compression, precision, quantization, spot
+from mlcost_pl.savings.rows import batch_size, feature_cache, transfer
 from mlcost_pl.savings.rows.common import RunContext
 
 # row key -> measure(ctx) -> Row; keys missing here are "not measured" rows (see NOT_HERE in recipes.savings)
 MEASURES: dict[str, Callable[[RunContext], Row]] = {
     "spot": spot.measure,
     "precision": precision.measure,
+    "batch_size": batch_size.measure,
+    "transfer": transfer.measure,
     "quantization": quantization.measure,
     "autoscale": autoscale.measure,
     "compression": compression.measure,
+    "feature_cache": feature_cache.measure,
 }
 
 __all__ = ["MEASURES", "RunContext"]
