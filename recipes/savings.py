@@ -39,6 +39,7 @@ def _one_line(err: BaseException) -> str:
 
 def _print_table(rows: list[Row], bills: dict[str, Any], total: dict[str, Any], title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mlcost_pl.savings.report import HEADER, table_rows
@@ -48,7 +49,7 @@ def _print_table(rows: list[Row], bills: dict[str, Any], total: dict[str, Any], 
         table.add_column(column, overflow="fold")
     for r, cells in zip(rows, table_rows(rows, bills)):
         style = "red" if r.costs_more or r.status == FAILED else ("dim" if r.status == NOT_MEASURED else None)
-        table.add_row(*cells, style=style)
+        table.add_row(*(escape(c) for c in cells), style=style)  # `savings.rows=[x]` is text, not a rich style tag
     console = Console(width=200)
     console.print(table)
     if not total["before_usd"]:

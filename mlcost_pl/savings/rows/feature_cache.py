@@ -81,7 +81,8 @@ def measure(ctx: RunContext) -> Row:
             f"{cold['computed']:,.0f} backbone samples computed vs no cache {none['seconds']:.1f} s, "
             f"{none['computed']:,.0f} computed; a repeat fine-tune on the warm store {warm['seconds']:.1f} s "
             f"({100 * (1 - warm['seconds'] / none['seconds']):.0f}% saved), {warm['computed']:,.0f} computed; val acc "
-            f"{cold['acc']:.3f} / {none['acc']:.3f} / {warm['acc']:.3f}; train + val samples, {cfg.model.backbone} "
+            f"cold/none/warm {cold['acc']:.3f} / {none['acc']:.3f} / {warm['acc']:.3f} (the cache changes no result); "
+            f"train + val samples, {cfg.model.backbone} "
             f"(configured weights), {cfg.data._target_.rsplit('.', 1)[-1]}, FreezeBackbone(cache_features=<local "
             f"store>), {repeats} interleaved repeat(s), fit wall time")
     figures = {"epochs": epochs, "repeats": repeats, "median": med, "runs": runs,
