@@ -71,7 +71,7 @@ def measure_arms(ctx: RunContext, arms: list[str]) -> dict[str, dict[str, Any]]:
     """
     import httpx
 
-    from mlcost_pl.autoscale.measure import ServerProcess, measure_url
+    from mlcost_pl.autoscale.measure import ServerProcess, measure_url, request_bodies
     from mlcost_pl.serve.metrics import parse_metrics
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
@@ -83,6 +83,7 @@ def measure_arms(ctx: RunContext, arms: list[str]) -> dict[str, dict[str, Any]]:
     model_dir, _ = ctx.exported()
     settings = _settings(cfg)
     hit_rate = float(cfg.savings.cache_hit_rate)
+    warmup = request_bodies(model_dir, 8)  # the ramp's warm-up requests; its steps send step_bodies
     servers = {a: ServerProcess(str(model_dir), [f"serve.slo_ms={settings.slo_ms:g}", "serve.max_queue=4096", *ARMS[a]])
                for a in todo}
     try:
@@ -93,19 +94,22 @@ def measure_arms(ctx: RunContext, arms: list[str]) -> dict[str, dict[str, Any]]:
         for arm, server in servers.items():
             h = hit_rate if arm == "batched_cache" else 0.0
             t0 = time.perf_counter()
-            result = measure_url(server.url, [], settings, pid=server.proc.pid if server.proc else None,
+            result = measure_url(server.url, warmup, settings, pid=server.proc.pid if server.proc else None,
                                  step_bodies=_bodies(str(model_dir), h, int(cfg.seed)))
             m = parse_metrics(httpx.get(f"{server.url}/metrics", timeout=10).text)
             lookups = m.get("serve_cache_hits_total", 0.0) + m.get("serve_cache_misses_total", 0.0)
             at = result.at_capacity
             done[arm] = {"rps": round(result.capacity_rps, 2), "p99_ms": round(at.p99_ms, 2),
                          "p50_ms": round(at.p50_ms, 2), "saturated": result.saturated, "steps": len(result.steps),
-                         "ramp_s": round(time.perf_counter() - t0, 1), "overrides": ARMS[arm],
+                         "ramp_s": round(time.perf_counter() - t0, 1), "startup_s": round(server.startup_s or 0, 1),
+                         "overrides": ARMS[arm],
                          "hit_rate": round(m.get("serve_cache_hits_total", 0.0) / lookups, 3) if lookups else None,
                          "cpu_cores": round(at.cpu_cores, 2) if at.cpu_cores is not None else None}
     finally:
-        for server in servers.values():
-            server.stop()
+        for arm, server in servers.items():
+            code = server.stop()
+            if arm in done and "exit_code" not in done[arm]:
+                done[arm]["exit_code"] = code
     best = max(CAPACITY_ARMS, key=lambda a: done[a]["rps"] if a in done else -1.0)
     if best in done:
         ctx.cache["serve_capacity"] = {"rps": done[best]["rps"], "slo_ms": settings.slo_ms,
