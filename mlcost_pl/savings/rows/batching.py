@@ -41,9 +41,9 @@ def _settings(cfg: Any) -> Any:
     from mlcost_pl.autoscale.measure import RampSettings
 
     s = cfg.savings
-    max_s = float(s.serve_ramp_s or (30 if s.quick else 120))
+    max_s = float(s.serve_ramp_s or (20 if s.quick else 120))
     return RampSettings(slo_ms=float(s.slo_ms), start_rps=20.0, growth=2.0, step_s=2.5 if s.quick else 6.0,
-                        refine_steps=2 if s.quick else 3, max_s=max_s, min_step_requests=50 if s.quick else 200)
+                        refine_steps=1 if s.quick else 3, max_s=max_s, min_step_requests=50 if s.quick else 200)
 
 
 def _bodies(model_dir: str, hit_rate: float, seed: int) -> Any:
