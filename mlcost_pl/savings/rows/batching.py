@@ -99,8 +99,11 @@ def measure_arms(ctx: RunContext, arms: list[str]) -> dict[str, dict[str, Any]]:
             m = parse_metrics(httpx.get(f"{server.url}/metrics", timeout=10).text)
             lookups = m.get("serve_cache_hits_total", 0.0) + m.get("serve_cache_misses_total", 0.0)
             at = result.at_capacity
+            failing = [st.rps for st in result.steps if st.rps > result.capacity_rps
+                       and not st.passed(settings.slo_ms, settings.max_error_share)]
             done[arm] = {"rps": round(result.capacity_rps, 2), "p99_ms": round(at.p99_ms, 2),
-                         "p50_ms": round(at.p50_ms, 2), "saturated": result.saturated, "steps": len(result.steps),
+                         "p50_ms": round(at.p50_ms, 2), "saturated": result.saturated,
+                         "first_failing_rps": round(min(failing), 2) if failing else None, "steps": len(result.steps),
                          "ramp_s": round(time.perf_counter() - t0, 1), "startup_s": round(server.startup_s or 0, 1),
                          "overrides": ARMS[arm],
                          "hit_rate": round(m.get("serve_cache_hits_total", 0.0) / lookups, 3) if lookups else None,
@@ -132,7 +135,10 @@ def serving_capacity(ctx: RunContext) -> dict[str, Any]:
 
 
 def _bound(arm: dict[str, Any]) -> str:
-    return "" if arm["saturated"] else " (not saturated within savings.serve_ramp_s: a lower bound)"
+    """The ramp's resolution: the capacity lies below the first rate that failed the SLO."""
+    if not arm["saturated"]:
+        return " (not saturated within savings.serve_ramp_s: a lower bound)"
+    return f" (failed at {arm['first_failing_rps']:g})" if arm.get("first_failing_rps") else ""
 
 
 def measure(ctx: RunContext) -> Row:
@@ -145,7 +151,7 @@ def measure(ctx: RunContext) -> Row:
     note = (f"requests/s one replica serves at p99 <= {slo:g} ms: adaptive batching (max 32) {b['rps']:.1f}{_bound(b)} vs "
             f"unbatched {u['rps']:.1f}{_bound(u)} = {b['rps'] / u['rps']:.2f}x, the saving is 1 - replicas batched / "
             f"unbatched; with the prediction cache at hit rate {float(cfg.savings.cache_hit_rate):g} (measured "
-            f"{c['hit_rate']}) {c['rps']:.1f}/s = {c['rps'] / b['rps']:.2f}x batched without it (not in the saving); "
+            f"{c['hit_rate']}) {c['rps']:.1f}/s{_bound(c)} = {c['rps'] / b['rps']:.2f}x batched without it (not in the saving); "
             f"recipes.serve on 127.0.0.1 serving the run's export (serve.variant=auto, 1 worker), open-loop ramp of "
             f"JSON requests from the same process, so the load generator shares this machine's "
             f"{_cpus()} CPUs with the server")
