@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mlcost_pl.savings.report import Row
-from mlcost_pl.savings.rows import autoscale, compression, precision, quantization, spot
+from mlcost_pl.savings.rows import autoscale, batching, compression, precision, quantization, spot
 from mlcost_pl.savings.rows import batch_size, feature_cache, transfer
 from mlcost_pl.savings.rows.common import RunContext
 
@@ -18,6 +18,7 @@ MEASURES: dict[str, Callable[[RunContext], Row]] = {
     "batch_size": batch_size.measure,
     "transfer": transfer.measure,
     "quantization": quantization.measure,
+    "batching": batching.measure,
     "autoscale": autoscale.measure,
     "compression": compression.measure,
     "feature_cache": feature_cache.measure,
