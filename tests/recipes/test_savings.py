@@ -49,6 +49,6 @@ def test_savings_quick_all_rows(tmp_path):
     results, objects = savings(cfg)
     rows = {r.key: r for r in objects["rows"]}
     assert set(rows) == set(cfg.savings.rows)
-    for key in ("spot", "precision", "quantization", "batching", "autoscale", "compression"):
+    for key in ("spot", "precision", "batch_size", "quantization", "batching", "autoscale", "compression", "feature_cache"):
         assert rows[key].status == "measured", rows[key].note
     assert 0 < rows["compression"].saving < 1

@@ -71,8 +71,8 @@ def test_feature_cache_row(tmp_path):
 
 
 def test_transfer_row(tmp_path):
-    # a short bound: 3 epochs of pretraining and per arm on 16x16 digits
-    row = _measure("transfer", tmp_path, "trainer.max_epochs=3", "savings.transfer_target=0.6")
+    # a short bound: 2 epochs of pretraining and per arm on 16x16 digits, batch 32
+    row = _measure("transfer", tmp_path, "trainer.max_epochs=2", "data.batch_size=32", "savings.transfer_target=0.55")
     f = row.figures
     assert f["pretrain_classes"] == [0, 1, 2, 3, 4] and f["task_classes"] == [5, 6, 7, 8, 9]
     assert "NOT counted" in row.note and f["pretrain_s"] > 0
@@ -80,7 +80,7 @@ def test_transfer_row(tmp_path):
     if cached["seconds"] is None:  # the cached arm never got there: the row fails and says so
         assert row.status == "failed" and "cached never reached it" in row.note
     else:
-        assert row.status == "measured" and cached["best"] >= 0.6
+        assert row.status == "measured" and cached["best"] >= 0.55
         assert row.saving == pytest.approx(1 - f["cached_s"] / f["scratch_s"])
         assert f["winner"] == ("cached" if row.saving > 0 else "scratch") and f"{f['winner']} won" in row.note
         if scratch["seconds"] is None:
