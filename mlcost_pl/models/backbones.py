@@ -114,7 +114,7 @@ def build_backbone(
         weights: torchvision weights enum name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or ``None`` for random init.
             Downloading weights needs network access.
         bn_momentum: momentum of every BatchNorm layer's running statistics (PyTorch's default 0.1). Some torchvision
-            architectures ship 0.01, tuned for ImageNet's ~10^6 steps (MobileNetV3, EfficientNet, ...): in a run of a
+            architectures ship 0.01, tuned for ImageNet-length runs (MobileNetV3, EfficientNetV2, MaxViT): in a run of a
             few hundred steps their running statistics stay near their initial values and the model is at chance
             level in eval mode while training accuracy looks fine. ``None`` keeps each architecture's own value.
 

@@ -35,7 +35,7 @@ class ImageClassifier(LightningModule):
             ``OneCycleLR``-style per-step scheduler (``scheduler_interval="step"``).
         scheduler_interval: ``"epoch"`` or ``"step"``.
         bn_momentum: momentum of every BatchNorm layer's running statistics (default 0.1, PyTorch's). torchvision's
-            MobileNetV3 and EfficientNet ship 0.01 (for ImageNet-length runs), which leaves a short run at chance
+            MobileNetV3, EfficientNetV2 and MaxViT ship 0.01 (for ImageNet-length runs), which leaves a short run at chance
             accuracy in eval mode; ``None`` keeps the architecture's own value.
 
     Raises:
