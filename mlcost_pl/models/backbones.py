@@ -27,7 +27,7 @@ def available_backbones() -> list[str]:
 
 
 class TinyCNN(nn.Module):
-    """A small conv net for tests, demos and CPU-only quick runs (~40k parameters).
+    """A small conv net for tests, demos and CPU-only quick runs (~20k parameters).
 
     It follows the torchvision layout (``features`` then ``fc``) so the same backbone/head split applies.
     """
