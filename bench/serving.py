@@ -35,6 +35,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from mlcost_pl.autoscale.measure import repeating_stream
+
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 SLO_MS = 50.0
@@ -160,18 +162,7 @@ def one_client(server: Server, bodies: list[bytes], n: int) -> dict:
 
 def zipf_stream(n: int, hit_rate: float, shape: tuple, seed: int) -> list[bytes]:
     """Requests where a fraction ``hit_rate`` repeats an earlier input (picked Zipf-like: popular ones more often)."""
-    rng = np.random.default_rng(seed)
-    seen: list[bytes] = []
-    out = []
-    for _ in range(n):
-        if seen and rng.random() < hit_rate:
-            rank = min(len(seen), int(rng.zipf(1.3)))  # the first inputs seen are the popular ones
-            out.append(seen[rank - 1])
-        else:
-            body = _npy(rng.random((1, *shape), dtype=np.float32))
-            seen.append(body)
-            out.append(body)
-    return out
+    return repeating_stream(n, hit_rate, lambda rng: _npy(rng.random((1, *shape), dtype=np.float32)), seed)
 
 
 def closed_loop(server: Server, bodies: list[bytes], clients: int, duration: float) -> dict:

@@ -22,6 +22,7 @@ from mlcost_pl.config import register_resolvers
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import CLAIMS, FAILED, NOT_MEASURED, Row, check_workload, monthly_bills
 from mlcost_pl.savings.rows import MEASURES, RunContext
+from mlcost_pl.savings.rows.batching import check_options
 from recipes._cli import run_cli, user_error
 
 register_resolvers()
@@ -32,8 +33,6 @@ NOT_HERE = {
                   "see uv run python -m bench.batch_size_search --quick",
     "transfer": "not measured here: time-to-target needs a pretrained backbone and a target metric; "
                 "see uv run python -m bench.transfer_savings",
-    "batching": "not measured here: the served-throughput run is not wired into this recipe yet; "
-                "see uv run python -m bench.serving --quick",
     "feature_cache": "not measured here: recompute avoided is not wired into this recipe yet; "
                      "see uv run python -m bench.data_costs --quick",
 }
@@ -64,6 +63,34 @@ def _print_table(rows: list[Row], bills: dict[str, Any], total: dict[str, Any], 
                   f"({100 * total['saving']:.1f}% less). Assumption: {total['assumption']}.")
 
 
+def _bills(ctx: RunContext, rows: list[Row], price: Any) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """The monthly bills the rows act on, and the serving capacity the serving bill used: measured by the batching
+    row when it ran (or measured now when ``savings.replica_rps`` is null and a serving row was measured), else given."""
+    from mlcost_pl.savings.report import BILLS, MEASURED
+    from mlcost_pl.savings.rows.batching import serving_capacity
+
+    s = ctx.cfg.savings
+    bills: dict[str, float | None] = dict.fromkeys(BILLS)
+    bills["storage"] = float(s.storage_usd_per_month) if s.storage_usd_per_month else None
+    capacity: dict[str, Any] = ctx.cache.get("serve_capacity", {})
+    if price is None:
+        return bills, capacity
+    if not capacity and (s.replica_rps is not None or any(r.acts_on == "serve" and r.status == MEASURED for r in rows)):
+        try:
+            capacity = serving_capacity(ctx)
+        except Exception as err:  # the serving bill is then unknown; the rows stand
+            if user_error(err) is None:
+                traceback.print_exc()
+            capacity = {"source": f"not measured: {_one_line(err)}"}
+    if "rps" in capacity:
+        bills = monthly_bills(price.on_demand, float(s.train_hours_per_month), float(s.predictions_per_month),
+                              float(capacity["rps"]), float(s.storage_usd_per_month or 0))
+        bills["storage"] = float(s.storage_usd_per_month) if s.storage_usd_per_month else None
+    else:
+        bills["train"] = price.on_demand * float(s.train_hours_per_month)
+    return bills, capacity
+
+
 def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure each row of ``cfg.savings.rows``; write savings.md/json/png to ``cfg.paths.output_dir``."""
     from rich.console import Console
@@ -77,17 +104,12 @@ def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if unknown or not keys:
         raise UserInputError(f"savings.rows: unknown {unknown or 'empty list'}; choose from {', '.join(CLAIMS)}")
     check_workload(s.train_hours_per_month, s.predictions_per_month)
+    check_options(s)
     price, price_error = None, None
     try:
         price = resolve_instance(str(s.instance), usd_per_hour=s.get("usd_per_hour"))
-        bills: dict[str, float | None] = monthly_bills(price.on_demand, float(s.train_hours_per_month),
-                                                       float(s.predictions_per_month), float(s.replica_rps),
-                                                       float(s.storage_usd_per_month or 0))
     except UserInputError as err:  # an unknown instance: rows needing a price fail, the others still run
         price_error = _one_line(err)
-        bills = {"train": None, "serve": None, "storage": float(s.storage_usd_per_month or 0)}
-    if not s.storage_usd_per_month:
-        bills["storage"] = None
 
     console = Console(width=200)
     ctx = RunContext(cfg, price, Path(tempfile.mkdtemp(prefix="mlcost-savings-")))
@@ -112,13 +134,15 @@ def savings(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             r = rows[-1]
             shown = f"{100 * r.saving:+.1f}%" if r.saving is not None else r.status
             console.print(f"      -> {shown} in {time.perf_counter() - t0:.1f} s", style="red" if r.costs_more else None)
+        bills, capacity = _bills(ctx, rows, price)  # may serve the export once more: before the scratch goes
     finally:
         shutil.rmtree(ctx.tmp, ignore_errors=True)  # the short fit's export and scratch files
 
     wall_s = time.perf_counter() - start
     context = {"model": cfg.model.backbone, "data": cfg.data._target_, "instance": price.name if price else price_error,
                "on-demand $/h": price.on_demand if price else None, "train_hours_per_month": s.train_hours_per_month,
-               "predictions_per_month": s.predictions_per_month, "replica_rps": s.replica_rps,
+               "predictions_per_month": s.predictions_per_month, "replica_rps": capacity.get("rps"),
+               "replica_rps source": capacity.get("source"),
                "quick": bool(s.quick), "wall_s": round(wall_s, 1),
                "serving bill": "predictions_per_month / (replica_rps x 3600) replica-hours x on-demand $/h"}
     out = Path(str(cfg.paths.output_dir))

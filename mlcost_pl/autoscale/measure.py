@@ -247,6 +247,27 @@ def summarize(rps: float, seconds: float, latencies: np.ndarray, cpu_cores: floa
                       completed_rps=(len(ms) - failed) / seconds, cpu_cores=cpu_cores)
 
 
+def repeating_stream(n: int, hit_rate: float, fresh: Callable[[np.random.Generator], bytes], seed: int) -> list[bytes]:
+    """``n`` request bodies where a share ``hit_rate`` repeats an earlier body (picked Zipf-like: the first bodies seen
+    are the popular ones) and the rest are new ones from ``fresh(rng)``: a prediction cache's workload at that hit rate.
+
+    Raises:
+        ValueError: ``hit_rate`` outside [0, 1) (named ``cache_hit_rate``).
+    """
+    if not 0.0 <= hit_rate < 1.0:
+        raise UserInputError(f"cache_hit_rate must be in [0, 1), got {hit_rate!r}")
+    rng = np.random.default_rng(seed)
+    seen: list[bytes] = []
+    out = []
+    for _ in range(n):
+        if seen and rng.random() < hit_rate:
+            out.append(seen[min(len(seen), int(rng.zipf(1.3))) - 1])
+        else:
+            seen.append(fresh(rng))
+            out.append(seen[-1])
+    return out
+
+
 def process_tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its live descendants (Linux ``/proc``)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -381,15 +402,21 @@ class ServerProcess:
         self.stop()
 
 
-def measure_url(url: str, bodies: Sequence[bytes], settings: RampSettings, pid: int | None = None) -> RampResult:
+def measure_url(url: str, bodies: Sequence[bytes], settings: RampSettings, pid: int | None = None,
+                step_bodies: Callable[[int, int], Sequence[bytes]] | None = None) -> RampResult:
     """Ramp an open-loop load against ``url``'s ``/predict`` and return the capacity; ``pid`` is the server's
-    process, whose CPU (and its children's) is sampled per step."""
+    process, whose CPU (and its children's) is sampled per step. ``step_bodies(n, step_index)``, if given, makes
+    each step's ``n`` bodies (e.g. a :func:`repeating_stream` at a cache hit rate, new inputs every step); otherwise
+    every step cycles ``bodies``."""
     timeout_s = max(2.0, 20 * settings.slo_ms / 1000)
+    steps_run = [0]
 
     def run_step(rps: float, seconds: float) -> StepResult:
         times = send_times_for_rates([rps] * int(math.ceil(seconds)))
         cpu0, t0 = (process_tree_cpu_s(pid), time.monotonic()) if pid else (None, None)
-        latencies = open_loop(times, [f"{url}/predict"] * len(times), bodies, timeout_s=timeout_s)
+        steps_run[0] += 1
+        sent = step_bodies(len(times), steps_run[0]) if step_bodies is not None else bodies
+        latencies = open_loop(times, [f"{url}/predict"] * len(times), sent, timeout_s=timeout_s)
         cores = (process_tree_cpu_s(pid) - cpu0) / (time.monotonic() - t0) if pid else None
         return summarize(rps, seconds, latencies, cores)
 

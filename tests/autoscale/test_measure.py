@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from mlcost_pl.autoscale.capacity import load_capacity, model_version
-from mlcost_pl.autoscale.measure import RampSettings, StepResult, open_loop, ramp, send_times_for_rates, summarize
+from mlcost_pl.autoscale.measure import (
+    RampSettings,
+    StepResult,
+    open_loop,
+    ramp,
+    repeating_stream,
+    send_times_for_rates,
+    summarize,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,3 +135,14 @@ def test_a_step_lasts_long_enough_for_a_meaningful_p99():
 
     ramp(timed, RampSettings(slo_ms=50, start_rps=10, growth=2, step_s=2, max_s=60, min_step_requests=200))
     assert seen[:3] == [20, 10, 5]  # 200 requests at 10, 20, 40 req/s
+
+
+def test_repeating_stream_repeats_the_given_share_of_inputs():
+    fresh = lambda rng: rng.bytes(16)  # noqa: E731
+    stream = repeating_stream(4000, 0.5, fresh, seed=3)
+    repeats = len(stream) - len(set(stream))
+    assert abs(repeats / len(stream) - 0.5) < 0.03
+    assert repeating_stream(4000, 0.5, fresh, seed=3) == stream  # seeded
+    assert len(set(repeating_stream(100, 0.0, fresh, seed=3))) == 100
+    with pytest.raises(ValueError, match="cache_hit_rate"):
+        repeating_stream(10, 1.0, fresh, seed=0)

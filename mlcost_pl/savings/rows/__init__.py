@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mlcost_pl.savings.report import Row
-from mlcost_pl.savings.rows import autoscale, compression, precision, quantization, spot
+from mlcost_pl.savings.rows import autoscale, batching, compression, precision, quantization, spot
 from mlcost_pl.savings.rows.common import RunContext
 
 # row key -> measure(ctx) -> Row; keys missing here are "not measured" rows (see NOT_HERE in recipes.savings)
@@ -15,6 +15,7 @@ MEASURES: dict[str, Callable[[RunContext], Row]] = {
     "spot": spot.measure,
     "precision": precision.measure,
     "quantization": quantization.measure,
+    "batching": batching.measure,
     "autoscale": autoscale.measure,
     "compression": compression.measure,
 }

@@ -39,7 +39,8 @@ def measure(ctx: RunContext) -> Row:
                        for m, name in (("mc_steps", f"ModelCheckpoint every {every_n} steps"), ("mc_epoch", "per-epoch ModelCheckpoint")))
     note = (f"{price.name} spot ${price.spot}/h vs on-demand ${price.on_demand}/h (catalog) / goodput "
             f"{goodput['ours']:.3f} with SpotCheckpoint(every {every_n} steps)+PreemptionHandler ({others}); "
-            f"{epochs} epochs of bench.preemption_goodput's tiny MLP on digits (not your model), seeded SIGTERMs every "
-            f"0.5-2 epochs, SIGKILL {grace_s:g} s after each")
+            f"{epochs} epochs of bench.preemption_goodput's tiny MLP on digits, not your model: the goodput reflects that "
+            f"MLP's step time and checkpoint size, yours lose more per restart when a step or a save takes longer; "
+            f"seeded SIGTERMs every 0.5-2 epochs, SIGKILL {grace_s:g} s after each")
     return Row("spot", saving, MEASURED, note, "uv run python -m bench.preemption_goodput --quick",
                {"spot_usd_per_h": price.spot, "on_demand_usd_per_h": price.on_demand, "goodput": goodput})
