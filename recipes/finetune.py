@@ -38,6 +38,8 @@ def finetune(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         with open_dict(pre):
             pre.data.classes = list(ft.pretrain_classes)
             pre.trainer.max_epochs = int(ft.pretrain_epochs)
+            if ft.get("pretrain_lr") is not None:  # the whole network trains here; fine-tuning trains a head
+                pre.optimizer.lr = float(ft.pretrain_lr)
             pre.trainer.default_root_dir = f"{cfg.trainer.default_root_dir}/pretrain"
             pre.model.weights_path = None
             pre.test = False

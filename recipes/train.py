@@ -54,6 +54,13 @@ def check_identity(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit then test the configured model; return ``(metrics, objects)``."""
+    from mlcost_pl.utils.threads import torch_threads
+
+    with torch_threads(cfg.get("torch_threads")):  # experiment=digits_fast: 1 (a second thread only adds contention)
+        return _fit_and_test(cfg)
+
+
+def _fit_and_test(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     check_identity(cfg)
 
     import lightning as L

@@ -27,7 +27,7 @@ def available_backbones() -> list[str]:
 
 
 class TinyCNN(nn.Module):
-    """A small conv net for tests, demos and CPU-only quick runs (~40k parameters).
+    """A small conv net for tests, demos and CPU-only quick runs (~20k parameters).
 
     It follows the torchvision layout (``features`` then ``fc``) so the same backbone/head split applies.
     """
@@ -103,6 +103,7 @@ def build_backbone(
     num_classes: int,
     in_channels: int = 3,
     weights: str | None = None,
+    bn_momentum: float | None = 0.1,
 ) -> tuple[nn.Module, nn.Module, int]:
     """Build ``name`` and split it.
 
@@ -112,13 +113,20 @@ def build_backbone(
         in_channels: channels of the input images; the first convolution is adapted when it differs from 3.
         weights: torchvision weights enum name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or ``None`` for random init.
             Downloading weights needs network access.
+        bn_momentum: momentum of every BatchNorm layer's running statistics (PyTorch's default 0.1). Some torchvision
+            architectures ship 0.01, tuned for ImageNet-length runs (MobileNetV3, EfficientNetV2, MaxViT): in a run of a
+            few hundred steps their running statistics stay near their initial values and the model is at chance
+            level in eval mode while training accuracy looks fine. ``None`` keeps each architecture's own value.
 
     Returns:
         ``(backbone, head, num_features)``: ``head(backbone(x))`` gives logits.
 
     Raises:
-        ValueError: unknown name (lists the valid ones), unknown weights, or a model without a separable head.
+        ValueError: unknown name (lists the valid ones), unknown weights, a ``bn_momentum`` outside (0, 1], or a
+            model without a separable head.
     """
+    if bn_momentum is not None and not 0.0 < bn_momentum <= 1.0:
+        raise UserInputError(f"model.bn_momentum must be in (0, 1] or null (keep the architecture's), got {bn_momentum}")
     if name == "tiny_cnn":
         if weights is not None:
             raise UserInputError("model.weights: tiny_cnn has no pretrained weights; use model.weights_path")
@@ -140,6 +148,8 @@ def build_backbone(
         net = tvm.get_model(name, **kwargs)
         if in_channels != 3:
             _replace_first_conv(net, in_channels)
+    if bn_momentum is not None:
+        set_bn_momentum(net, bn_momentum)
 
     for attr in _HEAD_ATTRS:
         head = getattr(net, attr, None)
@@ -157,6 +167,16 @@ def build_backbone(
     num_features = head.in_features if isinstance(head, nn.Linear) else _first_linear_in(head)
     setattr(net, attr, nn.Identity())
     return net, head, num_features
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> int:
+    """Set the running-statistics momentum of every BatchNorm layer in ``module``; return how many were set."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+            count += 1
+    return count
 
 
 def _first_linear_in(module: nn.Module) -> int:

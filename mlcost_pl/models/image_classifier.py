@@ -34,9 +34,13 @@ class ImageClassifier(LightningModule):
         scheduler: optional factory called with the optimizer; stepped per epoch unless it is a
             ``OneCycleLR``-style per-step scheduler (``scheduler_interval="step"``).
         scheduler_interval: ``"epoch"`` or ``"step"``.
+        bn_momentum: momentum of every BatchNorm layer's running statistics (default 0.1, PyTorch's). torchvision's
+            MobileNetV3, EfficientNetV2 and MaxViT ship 0.01 (for ImageNet-length runs), which leaves a short run at chance
+            accuracy in eval mode; ``None`` keeps the architecture's own value.
 
     Raises:
-        ValueError: unknown backbone (lists valid names), bad ``num_classes``/``in_channels``/``scheduler_interval``.
+        ValueError: unknown backbone (lists valid names), bad ``num_classes``/``in_channels``/``scheduler_interval``/
+            ``bn_momentum``.
         FileNotFoundError: ``weights_path`` does not exist.
 
     Logged metrics: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``.
@@ -57,6 +61,7 @@ class ImageClassifier(LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        bn_momentum: float | None = 0.1,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -66,7 +71,8 @@ class ImageClassifier(LightningModule):
         if scheduler_interval not in ("epoch", "step"):
             raise UserInputError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.backbone, self.head, self.num_features = build_backbone(backbone, num_classes, in_channels, weights)
+        self.backbone, self.head, self.num_features = build_backbone(backbone, num_classes, in_channels, weights,
+                                                                       bn_momentum=bn_momentum)
         if weights_path is not None:
             self.load_weights(weights_path)
         # An empty config group (``scheduler=none``) arrives as an empty mapping: treat it as "not set".
