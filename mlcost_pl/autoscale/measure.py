@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -315,7 +316,8 @@ def request_bodies(model_dir: str | os.PathLike[str], n: int = 64) -> list[bytes
 
 class ServerProcess:
     """``python -m recipes.serve`` on 127.0.0.1 as a child process: started, waited for ``/ready``, stopped with
-    SIGTERM (it drains and exits 0), killed only if it overstays.
+    SIGTERM (it drains and exits 0), killed only if it overstays. Its run folder (Hydra's, with ``serve.log``) and its
+    console log live in a temporary folder removed on :meth:`stop`, so a measurement leaves nothing behind.
 
     Args:
         model_dir: the export to serve.
@@ -331,19 +333,20 @@ class ServerProcess:
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="mlcost-serve-", suffix=".log", delete=False)
+        self._dir = Path(tempfile.mkdtemp(prefix="mlcost-serve-"))
+        self._log = open(self._dir / "console.log", "wb")  # noqa: SIM115 (closed in stop)
 
     def start(self) -> ServerProcess:
         """Start the process (returns at once; ``wait_ready`` waits)."""
         cmd = [sys.executable, "-m", "recipes.serve", f"model_dir={self.model_dir}", "host=127.0.0.1", f"port={self.port}",
-               "log_level=warning", *self.args]
+               "log_level=warning", f"hydra.run.dir={self._dir / 'run'}", *self.args]
         self._t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of the server's output."""
-        text = Path(self._log.name).read_text(errors="replace").strip().splitlines()
+        text = (self._dir / "console.log").read_text(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
     def wait_ready(self) -> float:
@@ -371,8 +374,9 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"recipes.serve was not ready within measure.startup_timeout_s={self.startup_timeout_s:g}: {self.log_tail()}")
+        raise RuntimeError(f"recipes.serve was not ready within measure.startup_timeout_s={self.startup_timeout_s:g}: {tail}")
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM, wait for the drain, SIGKILL only past ``timeout_s``; the exit code."""
@@ -386,7 +390,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-        Path(self._log.name).unlink(missing_ok=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
         return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:

@@ -111,28 +111,67 @@ def monthly_usd(row: Row, bills: dict[str, float | None]) -> float | None:
     return None if row.saving is None or bill is None else row.saving * bill
 
 
+# Training-bill rows that are alternatives, not factors. The transfer row's cached fine-tune already uses the feature
+# cache and replaces training the whole model, whose step-time savings (batch size, precision) it does not get; so
+# the combined estimate applies either the fine-tune path or the full-training path, whichever saves more.
+FINETUNE_PATH = ("transfer", "feature_cache")  # at most one: transfer includes the cache
+FULL_TRAINING_PATH = ("batch_size", "precision")  # compose: both speed up the whole model's step
+
+
+def _helps(r: Row) -> bool:
+    return r.saving is not None and r.saving > 0
+
+
+def _applied(rows: list[Row], bill: str) -> tuple[list[Row], str]:
+    """The rows the combined estimate applies to ``bill`` and, for the training bill, which path it took and why."""
+    helping = [r for r in rows if r.acts_on == bill and _helps(r)]
+    if bill != "train":
+        return helping, ""
+    common = [r for r in helping if r.key not in FINETUNE_PATH + FULL_TRAINING_PATH]
+    finetune = sorted((r for r in helping if r.key in FINETUNE_PATH), key=lambda r: -r.saving)[:1]
+    full = [r for r in helping if r.key in FULL_TRAINING_PATH]
+
+    def keep(path: list[Row]) -> float:
+        return math.prod(1.0 - min(r.saving, 1.0) for r in path)
+
+    if finetune and (not full or keep(finetune) < keep(full)):
+        left = [r.key for r in helping if r not in common and r not in finetune]
+        why = (f"fine-tune path ({finetune[0].key}) saves more than full training"
+               + (f"; left out as not additive: {', '.join(left)}" if left else ""))
+        return common + finetune, why
+    left = [r.key for r in helping if r.key in FINETUNE_PATH]
+    why = ("full-training path" + (f"; left out as an alternative path: {', '.join(left)}" if left else "")) if full else ""
+    return common + full, why
+
+
 def combined(rows: list[Row], bills: dict[str, float | None]) -> dict[str, Any]:
-    """The monthly bill before/after applying every technique that helps (measured saving > 0).
+    """The monthly bill before/after applying the techniques that help (measured saving > 0).
 
     No double counting: techniques acting on the same bill compose multiplicatively,
     ``after = before x prod(1 - saving_i)``, each assumed to act on that whole bill and independently of the others.
+    On the training bill the fine-tune path (transfer, which already includes the feature cache; or the feature
+    cache alone) and the full-training path (batch size x precision) are alternatives: the one that saves more is
+    applied, with spot on top of either.
     """
     out: dict[str, Any] = {"bills": {}, "before_usd": 0.0, "after_usd": 0.0}
     for bill in BILLS:
         before = bills.get(bill)
         if before is None:  # unpriced (e.g. an unknown instance): left out of the estimate
             continue
-        helping = [r for r in rows if r.acts_on == bill and r.saving is not None and r.saving > 0]
+        applied, why = _applied(rows, bill)
         after = before
-        for r in helping:
+        for r in applied:
             after *= 1.0 - min(r.saving, 1.0)
-        out["bills"][bill] = {"before_usd": before, "after_usd": after, "techniques": [r.key for r in helping]}
+        out["bills"][bill] = {"before_usd": before, "after_usd": after, "techniques": [r.key for r in applied],
+                              "path": why}
         out["before_usd"] += before
         out["after_usd"] += after
     out["saving"] = 1.0 - out["after_usd"] / out["before_usd"] if out["before_usd"] > 0 else 0.0
     out["assumption"] = ("each technique that helps is applied to the whole bill it acts on (train, serve or storage); "
                          "techniques on the same bill compose multiplicatively (after = before x prod(1 - saving)) as if "
-                         "independent; techniques that cost more here are left out")
+                         "independent; on the training bill, fine-tuning a pretrained backbone (transfer, which includes "
+                         "the feature cache) and speeding up full training (batch size x precision) are alternatives and "
+                         "only the one that saves more is applied; techniques that cost more here are left out")
     return out
 
 
@@ -168,7 +207,8 @@ def to_markdown(rows: list[Row], bills: dict[str, float], total: dict[str, Any],
     lines += ["", "## Combined estimate", "", f"Assumption: {total['assumption']}.", "",
               "| bill | before $/month | after $/month | techniques |", "|---|---|---|---|"]
     for bill, b in total["bills"].items():
-        lines.append(f"| {bill} | {_usd(b['before_usd'])} | {_usd(b['after_usd'])} | {', '.join(b['techniques']) or '-'} |")
+        path = f" ({b['path']})" if b.get("path") else ""
+        lines.append(f"| {bill} | {_usd(b['before_usd'])} | {_usd(b['after_usd'])} | {', '.join(b['techniques']) or '-'}{path} |")
     lines.append(f"| **total** | {_usd(total['before_usd'])} | {_usd(total['after_usd'])} | {_pct(-total['saving'])} |")
     return "\n".join(lines) + "\n"
 

@@ -65,6 +65,21 @@ def test_combined_composes_multiplicatively_and_skips_losers():
     assert "multiplicatively" in total["assumption"]
 
 
+def test_combined_takes_one_training_path_not_both():
+    """Transfer already includes the feature cache and replaces full training: never stacked with the step-time rows."""
+    rows = [Row("spot", 0.5, MEASURED), Row("batch_size", 0.2, MEASURED), Row("precision", 0.1, MEASURED),
+            Row("transfer", 0.8, MEASURED), Row("feature_cache", 0.5, MEASURED)]
+    train = combined(rows, BILLS)["bills"]["train"]
+    assert train["techniques"] == ["spot", "transfer"]  # 0.2 kept by transfer beats 0.8 x 0.9 = 0.72 by the full path
+    assert train["after_usd"] == pytest.approx(1000 * 0.5 * 0.2)
+    assert "batch_size, precision, feature_cache" in train["path"]
+    # the full-training path wins when it saves more; the fine-tune rows are then left out, not stacked
+    rows = [Row("batch_size", 0.6, MEASURED), Row("precision", 0.5, MEASURED), Row("feature_cache", 0.3, MEASURED)]
+    train = combined(rows, BILLS)["bills"]["train"]
+    assert train["techniques"] == ["batch_size", "precision"] and "feature_cache" in train["path"]
+    assert train["after_usd"] == pytest.approx(1000 * 0.4 * 0.5)
+
+
 def test_writers(tmp_path):
     rows = [Row("spot", 0.55, MEASURED, "spot note", "cmd a"), Row("precision", -0.12, MEASURED, "cpu", "cmd b"),
             Row("quantization", None, FAILED, "failed: UserInputError: export failed the gate"),

@@ -3,8 +3,9 @@ prediction cache at a given hit rate; real ``recipes.serve`` processes on 127.0.
 by the autoscale capacity measurement (``mlcost_pl.autoscale.measure``: open loop, latency from the scheduled send).
 
 The serving bill is replica-hours, so the saving is ``1 - rps_unbatched / rps_batched`` (replicas needed batched vs
-unbatched). The capacity it measures (the better cache-off arm) is shared with the autoscale row and the serving bill
-through ``ctx.cache["serve_capacity"]``.
+unbatched). Every arm serves the fp32 ONNX variant, so quantization (its own row) is not inside this figure. The
+unbatched arm's capacity is the bill *before* any serving technique: it is shared with the autoscale row and the
+serving bill through ``ctx.cache["serve_capacity"]``, so the combined estimate does not count batching twice.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
 from mlcost_pl.savings.rows.common import RunContext, rerun
 
-# arm -> recipes.serve overrides; the cache arm adds the prediction cache to the batched arm
+# arm -> recipes.serve overrides; the cache arm adds the prediction cache to the batched arm. All serve fp32: the
+# quantization row measures INT8 on its own, and the combined estimate composes the two.
 ARMS: dict[str, list[str]] = {
-    "unbatched": ["serve.batching=none", "serve.cache.enabled=false"],
-    "batched": ["serve.batching=adaptive", "serve.max_batch_size=32", "serve.cache.enabled=false"],
-    "batched_cache": ["serve.batching=adaptive", "serve.max_batch_size=32", "serve.cache.enabled=true"],
+    "unbatched": ["serve.variant=fp32", "serve.batching=none", "serve.cache.enabled=false"],
+    "batched": ["serve.variant=fp32", "serve.batching=adaptive", "serve.max_batch_size=32", "serve.cache.enabled=false"],
+    "batched_cache": ["serve.variant=fp32", "serve.batching=adaptive", "serve.max_batch_size=32", "serve.cache.enabled=true"],
 }
-CAPACITY_ARMS = ("unbatched", "batched")  # the cache arm's figure rests on an assumed hit rate: not a capacity
+BASELINE_ARM = "unbatched"  # the serving bill before any technique; the cache arm rests on an assumed hit rate
 
 
 def check_options(s: Any) -> None:
@@ -113,21 +115,21 @@ def measure_arms(ctx: RunContext, arms: list[str]) -> dict[str, dict[str, Any]]:
             code = server.stop()
             if arm in done and "exit_code" not in done[arm]:
                 done[arm]["exit_code"] = code
-    best = max(CAPACITY_ARMS, key=lambda a: done[a]["rps"] if a in done else -1.0)
-    if best in done:
-        ctx.cache["serve_capacity"] = {"rps": done[best]["rps"], "slo_ms": settings.slo_ms,
-                                       "source": f"measured: {best} arm of recipes.serve at p99 <= {settings.slo_ms:g} ms "
-                                                 f"(batching row's ramp)"}
+    if BASELINE_ARM in done:
+        ctx.cache["serve_capacity"] = {"rps": done[BASELINE_ARM]["rps"], "slo_ms": settings.slo_ms,
+                                       "source": f"measured: unbatched fp32 recipes.serve at p99 <= {settings.slo_ms:g} ms "
+                                                 f"(the bill before batching, INT8 and autoscaling)"}
     return done
 
 
 def serving_capacity(ctx: RunContext) -> dict[str, Any]:
-    """One replica's requests/s at the SLO and where it comes from: the batching row's measurement when it ran, else
-    one ramp of the batched server when ``savings.replica_rps`` is null, else ``savings.replica_rps`` as given."""
+    """One replica's requests/s at the SLO before any serving technique, and where it comes from: the batching row's
+    unbatched arm when it ran, else one ramp of that arm when ``savings.replica_rps`` is null, else
+    ``savings.replica_rps`` as given."""
     if "serve_capacity" not in ctx.cache:
         given = ctx.cfg.savings.replica_rps
         if given is None:
-            measure_arms(ctx, ["batched"])
+            measure_arms(ctx, [BASELINE_ARM])
         else:
             ctx.cache["serve_capacity"] = {"rps": float(given), "slo_ms": None,
                                            "source": "given by savings.replica_rps, not measured"}
