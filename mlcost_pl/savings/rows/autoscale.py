@@ -6,15 +6,16 @@ from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
 from mlcost_pl.savings.rows.common import RunContext
 
+
 def measure(ctx: RunContext) -> Row:
     """Replica-hours of the recommended HPA vs static peak on the trace, from the autoscale simulator's search, at one
     replica's capacity measured by the batching row (or given: :func:`~mlcost_pl.savings.rows.batching.serving_capacity`)."""
-    cfg, price = ctx.cfg, ctx.price
     from mlcost_pl.autoscale.capacity import Capacity
     from mlcost_pl.autoscale.plan import search
     from mlcost_pl.autoscale.trace import load_trace
     from mlcost_pl.savings.rows.batching import serving_capacity
 
+    cfg, price = ctx.cfg, ctx.price
     s = cfg.savings
     measured = serving_capacity(ctx)
     capacity = Capacity(rps=float(measured["rps"]), slo_ms=measured["slo_ms"])

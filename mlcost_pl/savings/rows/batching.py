@@ -154,8 +154,8 @@ def measure(ctx: RunContext) -> Row:
             f"unbatched {u['rps']:.1f}{_bound(u)} = {b['rps'] / u['rps']:.2f}x, the saving is 1 - replicas batched / "
             f"unbatched; with the prediction cache at hit rate {float(cfg.savings.cache_hit_rate):g} (measured "
             f"{c['hit_rate']}) {c['rps']:.1f}/s{_bound(c)} = {c['rps'] / b['rps']:.2f}x batched without it (not in the saving); "
-            f"recipes.serve on 127.0.0.1 serving the run's export (serve.variant=auto, 1 worker), open-loop ramp of "
-            f"JSON requests from the same process, so the load generator shares this machine's "
+            f"recipes.serve on 127.0.0.1 serving the run's fp32 export (serve.variant=fp32, 1 worker; INT8 is the "
+            f"quantization row's), open-loop ramp of JSON requests from the same process, so the load generator shares this machine's "
             f"{_cpus()} CPUs with the server")
     return Row("batching", saving, MEASURED, note, rerun("batching"), {"arms": arms, "slo_ms": slo})
 

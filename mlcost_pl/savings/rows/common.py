@@ -10,8 +10,9 @@ from typing import Any
 
 
 def quiet() -> None:
-    """The progress lines, not each Trainer's banner (call after importing Lightning: its import sets INFO)."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    """The progress lines, not each Trainer's banner nor litdata's cache-size notes (call after importing Lightning:
+    its import sets INFO)."""
+    for name in ("lightning.pytorch", "lightning.fabric", "litdata"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

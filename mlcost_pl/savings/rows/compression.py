@@ -7,15 +7,17 @@ import tempfile
 from pathlib import Path
 
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, rerun
+from mlcost_pl.savings.rows.common import RunContext, quiet, rerun
+
 
 def measure(ctx: RunContext) -> Row:
     """Bytes stored vs as fed: the configured data written by litdata.optimize (zstd, uint8 images)."""
-    cfg, price = ctx.cfg, ctx.price
     from hydra.utils import instantiate
 
     from mlcost_pl.data.optimize import optimize_datamodule
 
+    cfg = ctx.cfg
+    quiet()
     datamodule = instantiate(cfg.data)
     work = Path(tempfile.mkdtemp(prefix="savings-data-"))
     try:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from mlcost_pl.savings.report import MEASURED, Row
 from mlcost_pl.savings.rows.common import RunContext, quiet, rerun, step_timer
 
+
 def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> tuple[float, float | None]:
     """Median step seconds and peak CUDA memory (GiB, None on CPU) of the configured model/data at ``precision``."""
     import lightning as L
@@ -35,9 +36,9 @@ def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> t
 
 def measure(ctx: RunContext) -> Row:
     """Step time (and peak CUDA memory) at precision=auto vs 32-true, interleaved, on the configured model/data."""
-    cfg, price = ctx.cfg, ctx.price
     from mlcost_pl.precision import resolve_precision
 
+    cfg = ctx.cfg
     auto, reason = resolve_precision("auto", accelerator=str(cfg.trainer.get("accelerator", "auto")))
     command = rerun("precision")
     if auto == "32-true":

@@ -11,13 +11,14 @@ from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
 from mlcost_pl.savings.rows.common import RunContext, quiet
 
+
 def measure(ctx: RunContext) -> Row:
     """Catalog spot/on-demand price x measured goodput (bench.preemption_goodput's run, seeded SIGTERM schedule)."""
-    cfg, price = ctx.cfg, ctx.price
     import random
 
     from bench.preemption_goodput import STEPS_PER_EPOCH, run_one
 
+    cfg, price = ctx.cfg, ctx.price
     quiet()
     if price.spot is None:
         raise UserInputError(f"savings.instance={price.name!r} has no spot price in the catalog")
