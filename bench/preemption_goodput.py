@@ -1,7 +1,8 @@
 """Goodput under preemptions: ``uv run python -m bench.preemption_goodput [--quick]``.
 
-The same training run (a tiny MLP on the bundled digits, 40 steps per epoch) under the same seeded schedule of
-preemptions. Each attempt runs in a forked child process (Lightning is imported once, in the parent); after a seeded
+The same training run (a tiny MLP on the bundled digits, 40 steps per epoch; ``run_one(make=...)`` takes any
+``(LightningModule, DataModule)`` factory, which ``recipes.savings`` uses for the configured model) under the same
+seeded schedule of preemptions. Each attempt runs in a forked child process (Lightning is imported once, in the parent); after a seeded
 number of executed steps the parent sends the child a real SIGTERM (the notice) and, if it has not exited within the
 grace period (``--grace``, seconds), a SIGKILL (the machine goes away). Attempts are restarted until the run ends:
 
@@ -28,6 +29,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -54,6 +56,11 @@ class TinyMLP(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=1e-2)
 
 
+def tiny_job() -> tuple[L.LightningModule, L.LightningDataModule]:
+    """The bench's job: TinyMLP on 8x8 digits, batch 32 (``STEPS_PER_EPOCH`` steps per epoch)."""
+    return TinyMLP(), DigitsDataModule(image_size=8, batch_size=32)
+
+
 class Progress(Callback):
     """Writes the number of steps this attempt executed to ``path`` after every step (read by the parent)."""
 
@@ -67,24 +74,32 @@ class Progress(Callback):
         os.replace(tmp, self.path)
 
 
-def _trainer(epochs: int, callbacks: list, checkpointing: bool) -> L.Trainer:
+Job = Callable[[], tuple[L.LightningModule, L.LightningDataModule]]
+
+
+def _trainer(epochs: int, callbacks: list, checkpointing: bool, steps_per_epoch: int | None) -> L.Trainer:
     return L.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1, enable_checkpointing=checkpointing)
+                     limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1, enable_checkpointing=checkpointing,
+                     limit_train_batches=steps_per_epoch)
 
 
-def _attempt(method: str, epochs: int, every_n: int, attempt: int, workdir: Path) -> int:
+def _attempt(method: str, epochs: int, every_n: int, attempt: int, workdir: Path, make: Job,
+             steps_per_epoch: int | None) -> int:
     """One attempt, in the forked child: train (resuming), return the exit code."""
+    # One intra-op thread: GNU OpenMP's pool does not survive fork(), so a child of a parent that already ran a
+    # parallel torch op (the configured data's set-up, an earlier savings row) would wait forever on its first one.
+    torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     progress = Progress(workdir / "executed")
-    model, dm = TinyMLP(), DigitsDataModule(image_size=8, batch_size=32)
+    model, dm = make()
     if method == "ours":
         callbacks = [progress, SpotCheckpoint(str(workdir / "spot"), every_n_steps=every_n),
                      PreemptionHandler(signals=["SIGTERM"], check_every_n_steps=1, grace_seconds=30)]
-        trainer, ckpt_path = _trainer(epochs, callbacks, checkpointing=False), None
+        trainer, ckpt_path = _trainer(epochs, callbacks, False, steps_per_epoch), None
     else:
         every = {"every_n_epochs": 1} if method == "mc_epoch" else {"every_n_train_steps": every_n}
         mc = ModelCheckpoint(dirpath=str(workdir / "mc"), save_last=True, **every)
-        trainer = _trainer(epochs, [progress, mc], checkpointing=True)
+        trainer = _trainer(epochs, [progress, mc], True, steps_per_epoch)
         ckpt_path = "last" if attempt else None
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
@@ -101,8 +116,11 @@ def _executed(path: Path) -> int:
         return 0
 
 
-def run_one(method: str, epochs: int, every_n: int, gaps: list[int], grace_s: float, workdir: Path) -> dict[str, float]:
-    """Train to the end under the preemption schedule ``gaps``; return steps, preemptions, SIGKILLs and wall seconds."""
+def run_one(method: str, epochs: int, every_n: int, gaps: list[int], grace_s: float, workdir: Path, make: Job = tiny_job,
+            steps_per_epoch: int | None = None) -> dict[str, float]:
+    """Train ``make()``'s model and data to the end under the preemption schedule ``gaps`` (executed steps between
+    notices); ``steps_per_epoch`` caps each epoch (``limit_train_batches``). Returns useful and executed steps,
+    preemptions, SIGKILLs and wall seconds."""
     executed, preemptions, killed, attempt = 0, 0, 0, 0
     start = time.perf_counter()
     while True:
@@ -112,7 +130,7 @@ def run_one(method: str, epochs: int, every_n: int, gaps: list[int], grace_s: fl
         if pid == 0:  # the attempt
             code = 1
             try:
-                code = _attempt(method, epochs, every_n, attempt, workdir)
+                code = _attempt(method, epochs, every_n, attempt, workdir, make, steps_per_epoch)
             finally:
                 os._exit(code)
         status = None

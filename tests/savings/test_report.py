@@ -100,3 +100,19 @@ def test_negative_dollars_read_as_money():
 
     cells = table_rows([Row("precision", -0.5, MEASURED)], BILLS)[0]
     assert cells[2] == "-50.0%" and cells[3] == "-$500.00"
+
+
+def test_quiet_puts_logging_back():
+    """A row run from a test or a notebook must not leave Lightning's INFO messages silenced (it once hid
+    `trainer.precision=auto -> ...` from a later test)."""
+    import logging
+
+    from mlcost_pl.savings.rows.common import quiet, quietly
+
+    log = logging.getLogger("lightning.pytorch")
+    before = log.level
+    with quiet():
+        assert log.level == logging.WARNING
+    assert log.level == before
+    assert quietly(lambda ctx: logging.getLogger("litdata").level)(None) == logging.WARNING
+    assert log.level == before

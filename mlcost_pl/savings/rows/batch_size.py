@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, quiet, rerun
+from mlcost_pl.savings.rows.common import RunContext, quietly, rerun
 
 
 def first_candidate(configured: int) -> int:
@@ -48,6 +48,7 @@ def _side_by_side(search: Any, configured: int, repeats: int, steps: int) -> Any
     return SideBySide()
 
 
+@quietly
 def measure(ctx: RunContext) -> Row:
     """BatchSizeSearch(mode="throughput") on the configured model/data, then the pick and the configured batch
     re-measured in interleaved rounds; saving = 1 - seconds per sample at the pick / at the configured batch."""
@@ -58,7 +59,6 @@ def measure(ctx: RunContext) -> Row:
     from mlcost_pl.callbacks import BatchSizeSearch
     from mlcost_pl.errors import UserInputError
 
-    quiet()
     configured = cfg.data.get("batch_size")
     if not isinstance(configured, int) or configured < 1:
         raise UserInputError(f"data.batch_size must be a positive integer for the batch_size row, got {configured!r}")

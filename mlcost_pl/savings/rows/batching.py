@@ -17,7 +17,7 @@ from typing import Any
 
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, rerun
+from mlcost_pl.savings.rows.common import RunContext, quietly, rerun
 
 # arm -> recipes.serve overrides; the cache arm adds the prediction cache to the batched arm. All serve fp32: the
 # quantization row measures INT8 on its own, and the combined estimate composes the two.
@@ -143,6 +143,7 @@ def _bound(arm: dict[str, Any]) -> str:
     return f" (failed at {arm['first_failing_rps']:g})" if arm.get("first_failing_rps") else ""
 
 
+@quietly
 def measure(ctx: RunContext) -> Row:
     """Capacity at the SLO of unbatched, adaptive-batched, and adaptive-batched + cache at ``savings.cache_hit_rate``."""
     cfg = ctx.cfg

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
-def quiet() -> None:
-    """The progress lines, not each Trainer's banner nor litdata's cache-size notes (call after importing Lightning:
-    its import sets INFO)."""
-    for name in ("lightning.pytorch", "lightning.fabric", "litdata"):
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Only the recipe's progress lines while a row runs: Lightning's banners and litdata's cache notes are raised to
+    WARNING, and put back afterwards, so a row called from a test or a notebook leaves logging as it found it (Lightning
+    is imported first: its import sets its loggers to INFO)."""
+    import lightning.pytorch  # noqa: F401
+
+    names = ("lightning.pytorch", "lightning.fabric", "litdata")
+    saved = {name: logging.getLogger(name).level for name in names}
+    for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def quietly(measure: Callable[[RunContext], Any]) -> Callable[[RunContext], Any]:
+    """Decorate a row's ``measure`` to run under :func:`quiet`."""
+
+    @functools.wraps(measure)
+    def wrapper(ctx: RunContext) -> Any:
+        with quiet():
+            return measure(ctx)
+
+    return wrapper
 
 
 def overrides() -> str:
@@ -73,7 +98,6 @@ class RunContext:
             import lightning as L
             from hydra.utils import instantiate
 
-            quiet()
             cfg = self.cfg
             L.seed_everything(int(cfg.seed), verbose=False)
             datamodule = instantiate(cfg.data)

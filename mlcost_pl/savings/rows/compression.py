@@ -7,9 +7,10 @@ import tempfile
 from pathlib import Path
 
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, quiet, rerun
+from mlcost_pl.savings.rows.common import RunContext, quietly, rerun
 
 
+@quietly
 def measure(ctx: RunContext) -> Row:
     """Bytes stored vs as fed: the configured data written by litdata.optimize (zstd, uint8 images)."""
     from hydra.utils import instantiate
@@ -17,7 +18,6 @@ def measure(ctx: RunContext) -> Row:
     from mlcost_pl.data.optimize import optimize_datamodule
 
     cfg = ctx.cfg
-    quiet()
     datamodule = instantiate(cfg.data)
     work = Path(tempfile.mkdtemp(prefix="savings-data-"))
     try:

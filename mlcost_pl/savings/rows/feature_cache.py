@@ -16,7 +16,7 @@ from typing import Any
 
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, quiet, rerun
+from mlcost_pl.savings.rows.common import RunContext, quietly, rerun
 
 ARMS = ("none", "cold", "warm")
 
@@ -58,11 +58,11 @@ def _arm(ctx: RunContext, epochs: int, cache: bool | str) -> dict[str, float]:
     return out
 
 
+@quietly
 def measure(ctx: RunContext) -> Row:
     """Fit seconds and backbone samples computed over the same epochs, frozen backbone, no cache vs a feature store
     filled as it goes (cold) vs filled by the cold run (warm); saving = 1 - cold seconds / no-cache seconds."""
     cfg = ctx.cfg
-    quiet()
     quick = bool(cfg.savings.quick)
     epochs = cfg.savings.get("feature_cache_epochs") or (3 if quick else 5)
     if not isinstance(epochs, int) or epochs < 2:

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, quiet, rerun, step_timer
+from mlcost_pl.savings.rows.common import RunContext, quietly, rerun, step_timer
 
 
 def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> tuple[float, float | None]:
@@ -18,7 +18,6 @@ def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> t
     import torch
     from hydra.utils import instantiate
 
-    quiet()
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
@@ -34,6 +33,7 @@ def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> t
     return statistics.median(timer.times), peak
 
 
+@quietly
 def measure(ctx: RunContext) -> Row:
     """Step time (and peak CUDA memory) at precision=auto vs 32-true, interleaved, on the configured model/data."""
     from mlcost_pl.precision import resolve_precision

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, rerun
+from mlcost_pl.savings.rows.common import RunContext, quietly, rerun
 
 VARIANTS = ("torch_fp32", "ort_fp32", "ort_int8")
 
@@ -34,6 +34,7 @@ def interleaved_ms(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int =
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+@quietly
 def measure(ctx: RunContext) -> Row:
     """$ per million predictions, ORT INT8 vs ORT fp32 (and torch eager fp32), from the run's export of a short fit."""
     import numpy as np

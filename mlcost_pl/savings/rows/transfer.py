@@ -16,7 +16,7 @@ from typing import Any
 
 from mlcost_pl.errors import UserInputError
 from mlcost_pl.savings.report import FAILED, MEASURED, Row
-from mlcost_pl.savings.rows.common import RunContext, quiet, rerun
+from mlcost_pl.savings.rows.common import RunContext, quietly, rerun
 
 ARMS = ("cached", "scratch")
 
@@ -72,6 +72,7 @@ def _fit(cfg: Any, ctx: RunContext, classes: list[int], epochs: int, callbacks: 
     return model, trainer, time.perf_counter() - start
 
 
+@quietly
 def measure(ctx: RunContext) -> Row:
     """Pretrain on half the classes (not counted), then time to ``savings.transfer_target`` val accuracy on the other
     half: cached frozen fine-tune vs scratch, interleaved; saving = 1 - cached seconds / scratch seconds."""
@@ -82,7 +83,6 @@ def measure(ctx: RunContext) -> Row:
     from mlcost_pl.callbacks import FreezeBackbone
     from mlcost_pl.finetune.weights import save_weights
 
-    quiet()
     target = cfg.savings.get("transfer_target", 0.85)
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise UserInputError(f"savings.transfer_target must be a validation accuracy in (0, 1], got {target!r}")
