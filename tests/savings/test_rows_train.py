@@ -51,7 +51,7 @@ def test_batch_size_row(tmp_path):
         assert row.saving == pytest.approx(1 - sps[16] / sps[f["chosen"]])
         assert all(len(v) == f["rounds"] for v in f["per_round"].values())
     assert "convergence per epoch" in row.note and "NOT measured" in row.note
-    assert row.command.endswith("savings.rows=[batch_size]")
+    assert row.command.endswith("'savings.rows=[batch_size]'")  # quoted: pasted into zsh it must not glob
     with pytest.raises(ValueError, match="savings.batch_size_max"):
         _measure("batch_size", tmp_path, "data.batch_size=16", "savings.batch_size_max=8")
 

@@ -52,8 +52,8 @@ def overrides() -> str:
 
 
 def rerun(key: str) -> str:
-    """The command that re-runs only row ``key`` with this run's overrides."""
-    return " ".join(["uv run python -m recipes.savings", overrides(), f"savings.rows=[{key}]"]).replace("  ", " ")
+    """The command that re-runs only row ``key`` with this run's overrides (the list quoted: zsh would glob it)."""
+    return " ".join(["uv run python -m recipes.savings", overrides(), f"'savings.rows=[{key}]'"]).replace("  ", " ")
 
 
 def step_timer(warmup: int) -> Any:
