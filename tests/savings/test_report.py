@@ -107,6 +107,8 @@ def test_quiet_puts_logging_back():
     `trainer.precision=auto -> ...` from a later test)."""
     import logging
 
+    import lightning.pytorch  # noqa: F401  (its import sets INFO; quiet() imports it, so compare after that)
+
     from mlcost_pl.savings.rows.common import quiet, quietly
 
     log = logging.getLogger("lightning.pytorch")
