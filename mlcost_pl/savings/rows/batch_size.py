@@ -76,9 +76,7 @@ def measure(ctx: RunContext) -> Row:
                              max_batch_size=cap, keep_global_batch=False,
                              use_cache=False, max_search_share=None, measure_steps=steps)
     side = _side_by_side(search, configured, repeats, steps)
-    trainer = instantiate(cfg.trainer, callbacks=[search, side], logger=False, max_steps=0, max_epochs=-1,
-                          limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(ctx.tmp))
+    trainer = ctx.trainer(callbacks=[search, side], max_steps=0, max_epochs=-1, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
 
     result, chosen = search.result, search.result.batch_size

@@ -91,6 +91,15 @@ class RunContext:
     tmp: Path
     cache: dict[str, Any] = field(default_factory=dict)
 
+    def trainer(self, **overrides: Any) -> Any:
+        """The configured Trainer (``cfg.trainer``) for a measurement: no logger, checkpointing, sanity check, progress
+        bar or model summary, its root in the scratch folder; ``overrides`` (steps, callbacks, precision) on top."""
+        from hydra.utils import instantiate
+
+        quiet_run = {"logger": False, "callbacks": [], "num_sanity_val_steps": 0, "enable_checkpointing": False,
+                     "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(self.tmp)}
+        return instantiate(self.cfg.trainer, **{**quiet_run, **overrides})
+
     def fitted(self) -> tuple[Any, Any, int]:
         """``(model, datamodule, steps)``: the configured model after a short fit on the configured data (30 steps
         quick, 200 otherwise), seeded; fitted once per run."""
@@ -103,10 +112,7 @@ class RunContext:
             datamodule = instantiate(cfg.data)
             model = instantiate(cfg.model, num_classes=datamodule.num_classes)
             steps = 30 if cfg.savings.quick else 200
-            trainer = instantiate(cfg.trainer, logger=False, callbacks=[], max_steps=steps, max_epochs=-1,
-                                  limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,
-                                  enable_progress_bar=False, enable_model_summary=False,
-                                  default_root_dir=str(self.tmp))
+            trainer = self.trainer(max_steps=steps, max_epochs=-1, limit_val_batches=0)
             trainer.fit(model, datamodule=datamodule)
             self.cache["fitted"] = (model.eval(), datamodule, steps)
         return self.cache["fitted"]

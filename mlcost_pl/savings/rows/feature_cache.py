@@ -43,9 +43,7 @@ def _arm(ctx: RunContext, epochs: int, cache: bool | str) -> dict[str, float]:
     computed = [0]
     hook = first_layer(model.backbone).register_forward_hook(lambda m, args, out: computed.__setitem__(0, computed[0] + len(args[0])))
     freeze = FreezeBackbone("backbone", unfreeze_at=None, cache_features=cache)
-    trainer = instantiate(cfg.trainer, callbacks=[freeze], logger=False, max_epochs=epochs, max_steps=-1,
-                          num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, default_root_dir=str(ctx.tmp))
+    trainer = ctx.trainer(callbacks=[freeze], max_epochs=epochs, max_steps=-1)
     start = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule)

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import statistics
-import tempfile
-from typing import Any
-
-from omegaconf import DictConfig
 
 from mlcost_pl.savings.report import MEASURED, Row
 from mlcost_pl.savings.rows.common import RunContext, quietly, rerun, step_timer
 
 
-def step_time(cfg: DictConfig, precision: str, steps: int, warmup: int = 2) -> tuple[float, float | None]:
+def step_time(ctx: RunContext, precision: str, steps: int, warmup: int = 2) -> tuple[float, float | None]:
     """Median step seconds and peak CUDA memory (GiB, None on CPU) of the configured model/data at ``precision``."""
     import lightning as L
     import torch
     from hydra.utils import instantiate
 
+    cfg = ctx.cfg
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes)
     timer = step_timer(warmup)
-    trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, precision=precision, max_steps=steps + warmup,
-                          max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tempfile.gettempdir())
+    trainer = ctx.trainer(callbacks=[timer], precision=precision, max_steps=steps + warmup, max_epochs=-1,
+                          limit_val_batches=0)
     cuda = torch.cuda.is_available() and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -48,7 +44,7 @@ def measure(ctx: RunContext) -> Row:
     peaks: dict[str, float | None] = {}
     for repeat in range(2):
         for p in (("32-true", auto) if repeat % 2 == 0 else (auto, "32-true")):
-            t, peaks[p] = step_time(cfg, p, steps)
+            t, peaks[p] = step_time(ctx, p, steps)
             times[p].append(t)
     fp32, mixed = statistics.median(times["32-true"]), statistics.median(times[auto])
     mem = (f"; peak memory {peaks[auto]:.2f} vs {peaks['32-true']:.2f} GiB" if peaks[auto] is not None else

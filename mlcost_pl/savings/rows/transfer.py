@@ -64,9 +64,7 @@ def _fit(cfg: Any, ctx: RunContext, classes: list[int], epochs: int, callbacks: 
     model = instantiate(cfg.model, num_classes=len(classes), weights=None, weights_path=weights_path,
                         **optimizer_override(cfg.savings.get("transfer_lr")))
     extra: dict[str, Any] = {"val_check_interval": 0.5} if val else {"limit_val_batches": 0}
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, max_epochs=epochs, max_steps=-1,
-                          num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, default_root_dir=str(ctx.tmp), **extra)
+    trainer = ctx.trainer(callbacks=callbacks, max_epochs=epochs, max_steps=-1, **extra)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     return model, trainer, time.perf_counter() - start
